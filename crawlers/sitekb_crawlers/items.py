@@ -1,0 +1,28 @@
+"""Items the spider yields: a fetched page, or an exclusion with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PageItem:
+    url: str
+    status: int
+    final_url: str | None = None
+    content_type: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body: str | None = None          # None for excluded, failed and 304 pages
+    headers: dict = field(default_factory=dict)
+    depth: int = 0
+    not_modified: bool = False
+    excluded_rule: str | None = None
+    links: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExclusionItem:
+    url: str
+    rule: str
+    detail: str = ""

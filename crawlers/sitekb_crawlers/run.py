@@ -1,0 +1,80 @@
+"""Entry point of one crawl, in its own process.
+
+    python -m sitekb_crawlers.run --site-config site.json --run-id RUN \
+        --database-url URL --stats-out stats.json [--full]
+
+Reads the validators (ETag/Last-Modified) of the previous crawl so unchanged
+pages cost a 304, runs the site spider once, and writes the run statistics as
+JSON to ``--stats-out``. The parent (``sitekb.crawl``) reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+from scrapy.crawler import CrawlerProcess
+
+from sitekb.sites import SiteConfig
+from sitekb_crawlers.settings import crawl_settings
+from sitekb_crawlers.spiders.site import SiteSpider
+
+
+def previous_validators(database_url: str, site: str) -> dict[str, dict]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            """SELECT url, etag, last_modified, links FROM sitekb.pages
+               WHERE site = %s AND status = 200 AND body IS NOT NULL
+                 AND (etag IS NOT NULL OR last_modified IS NOT NULL)""",
+            (site,),
+        ).fetchall()
+    return {url: {"etag": etag, "last_modified": lm, "links": links} for url, etag, lm, links in rows}
+
+
+def summarise(stats: dict, seconds: float) -> dict:
+    """The run statistics sitekb stores: sitekb/* counters plus bytes and requests."""
+    out: dict = {"fetched": 0, "not_modified": 0, "excluded": {}, "errors": {}, "error_examples": {}}
+    for key, value in stats.items():
+        if not key.startswith("sitekb/"):
+            continue
+        parts = key.split("/")
+        if len(parts) == 2:
+            out[parts[1]] = value
+        elif parts[1] in ("excluded", "errors", "error_examples", "skipped"):
+            out.setdefault(parts[1], {})[parts[2]] = value
+    out["requests"] = stats.get("downloader/request_count", 0)
+    out["bytes"] = stats.get("downloader/response_bytes", 0)
+    out["retries"] = stats.get("retry/count", 0)
+    out["finish_reason"] = stats.get("finish_reason")
+    out["seconds"] = round(seconds, 3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--site-config", required=True, type=Path)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--stats-out", required=True, type=Path)
+    parser.add_argument("--full", action="store_true", help="ignore stored validators: fetch every page again")
+    args = parser.parse_args(argv)
+
+    site = SiteConfig.model_validate_json(args.site_config.read_text())
+    known = {} if args.full else previous_validators(args.database_url, site.name)
+    settings = crawl_settings(site, run_id=args.run_id, database_url=args.database_url, full=args.full)
+    process = CrawlerProcess(settings, install_root_handler=True)
+    crawler = process.create_crawler(SiteSpider)
+    started = time.monotonic()
+    process.crawl(crawler, known=known)
+    process.start()
+    stats = summarise(crawler.stats.get_stats(), time.monotonic() - started)
+    args.stats_out.write_text(json.dumps(stats, default=str, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""The `sitekb` command line.
+
+Every command prints what a person needs and, with ``--json``, what a program
+needs. A terminal error prints one message naming the problem and what to do,
+and exits non-zero (the exit code tells the kind: 2 config, 3 database,
+4 crawl, 5 quality gate, 6 budget, 7 not found).
+
+Precedence of settings: command-line options > environment (``SITEKB_*``,
+``OPENAI_*``) > the site's YAML file > built-in defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from sitekb import __version__
+from sitekb.errors import ConfigError, SitekbError
+from sitekb.settings import Settings
+
+DEFAULT_QUESTION = "How should we score leads that request a demo?"
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator:
+    from sitekb import db
+
+    conn = db.open_database(settings)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _demo_origin(site: str | None, start_url: str | None) -> Iterator[str | None]:
+    """Serve the bundled demo site for the length of a run of `demo`."""
+    if site != "demo" or start_url:
+        yield start_url
+        return
+    from sitekb.demo.server import serve_demo_site
+
+    server = serve_demo_site()
+    try:
+        print(f"serving the demo site at {server.base_url}", file=sys.stderr)
+        yield server.base_url
+    finally:
+        server.stop()
+
+
+# -- run --------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import pipeline, report
+
+    if not args.site and not args.start_url:
+        raise ConfigError("name a site (e.g. `sitekb run demo`) or pass --start-url URL")
+    with _demo_origin(args.site, args.start_url) as origin:
+        if args.site is None:
+            from sitekb.sites import adhoc_site
+
+            config = adhoc_site(args.start_url, allow_private=args.allow_private)
+        else:
+            config = pipeline.resolve_site(args.site, settings, start_url=origin)
+        if args.dry_run:
+            return _dry_run(config, settings, args)
+        started = time.time()
+        if args.engine == "airflow":
+            from sitekb.airflow_runner import run_dag
+
+            run_id = run_dag(config, args.site or config.name, settings, origin=origin, alias=args.alias,
+                             full_recrawl=args.full)
+        else:
+            run_id = pipeline.run_refresh(config, settings=settings, alias=args.alias, full_recrawl=args.full,
+                                          log=lambda m: print(m, file=sys.stderr))
+        with _database(settings) as conn:
+            summary = report.run_summary(conn, run_id)
+            summary["wall_seconds"] = round(time.time() - started, 2)
+            passages = []
+            if summary["status"] == "succeeded" and args.question != "":
+                from sitekb.search import search
+
+                _, passages = search(conn, config.name, args.question or DEFAULT_QUESTION, k=3,
+                                     alias=args.alias, mode=args.mode)
+        if args.json:
+            _print_json({**summary, "sample_search": [p.as_dict() for p in passages]})
+        else:
+            print(report.format_summary(summary))
+            if passages:
+                print()
+                print(report.format_passages(passages, args.question or DEFAULT_QUESTION))
+    return 0 if summary["status"] == "succeeded" else 1
+
+
+def _dry_run(config, settings: Settings, args) -> int:
+    """Crawl, extract and chunk into a throw-away run and report the embedding bill."""
+    from sitekb import db, pipeline
+    from sitekb.embedding import estimate_cost
+
+    run_id = pipeline.new_run_id("dryrun")
+    url = db.database_url(settings)
+    with db.connection(url) as conn:
+        db.migrate(conn)
+        run = pipeline.start_run(conn, config, run_id, {"dry_run": True})
+        try:
+            crawl = pipeline.crawl_stage(conn, run, url)
+            pipeline.extract_stage(conn, run)
+            validate = pipeline.validate_stage(conn, run)
+            chunk = pipeline.chunk_stage(conn, run, settings)
+            estimate = estimate_cost(conn, run_id, pipeline.embedding_plan(run, settings))
+        finally:
+            with conn.transaction():
+                conn.execute("DELETE FROM sitekb.chunks WHERE run_id = %s", (run_id,))
+                conn.execute("DELETE FROM sitekb.documents WHERE run_id = %s", (run_id,))
+                conn.execute(
+                    "UPDATE sitekb.runs SET status = 'succeeded', finished_at = now() WHERE run_id = %s", (run_id,)
+                )
+    result = {"site": config.name, "pages": crawl["pages"], "documents": validate["accepted"],
+              "quarantined": validate["quarantined"], "chunks": chunk["chunks"], "tokens": chunk["tokens"], **estimate}
+    if args.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:16} {value}")
+    return 0
+
+
+# -- search -----------------------------------------------------------------
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import report
+    from sitekb.search import search
+
+    with _database(settings) as conn:
+        snap, passages = search(conn, args.site, args.question, k=args.k, mode=args.mode,
+                                alias=None if args.snapshot else args.alias, snapshot_id=args.snapshot)
+    if args.json:
+        _print_json({"query": args.question, "site": args.site, "snapshot_id": snap.snapshot_id,
+                     "model": snap.embedding_model, "mode": args.mode,
+                     "results": [p.as_dict() for p in passages]})
+    else:
+        print(f"snapshot {snap.snapshot_id} of {args.site} ({snap.embedding_model})")
+        print(report.format_passages(passages, args.question))
+    return 0
+
+
+# -- db ---------------------------------------------------------------------
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import db, embedded_pg
+
+    if settings.database_url and args.action in ("start", "stop"):
+        print(f"SITEKB_DATABASE_URL is set ({db.redact(settings.database_url)}); the embedded database is not used.")
+        return 0
+    if args.action == "start":
+        url = embedded_pg.start(settings.home)
+        with db.connection(url) as conn:
+            applied = db.migrate(conn)
+        print(f"embedded Postgres running: {url}" + (f" (applied migrations {applied})" if applied else ""))
+    elif args.action == "stop":
+        print("stopped" if embedded_pg.stop(settings.home) else "not running")
+    elif args.action == "status":
+        if settings.database_url:
+            with db.connection(settings.database_url) as conn:
+                version = conn.execute("SHOW server_version").fetchone()[0]
+            info = {"external": True, "url": db.redact(settings.database_url), "server_version": version}
+        else:
+            info = {"external": False, **embedded_pg.status(settings.home)}
+        _print_json(info) if args.json else print("\n".join(f"{k:10} {v}" for k, v in info.items()))
+        return 0 if info.get("running", True) else 1
+    elif args.action == "url":
+        print(db.database_url(settings, start_embedded=False))
+    elif args.action == "migrate":
+        with _database(settings):
+            pass
+        print("schema up to date")
+    return 0
+
+
+# -- snapshots, publish, rollback -------------------------------------------
+
+def cmd_snapshots(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import snapshots
+
+    with _database(settings) as conn:
+        if args.action == "list":
+            rows = snapshots.list_snapshots(conn, args.site)
+            if args.json:
+                _print_json(rows)
+            else:
+                print(f"{'id':>5}  {'site':12} {'state':10} {'chunks':>7}  {'model':24} {'created':20} aliases")
+                for r in rows:
+                    print(f"{r['snapshot_id']:>5}  {r['site']:12} {r['state']:10} {r['counts'].get('chunks', 0):>7}  "
+                          f"{r['embedding_model']:24} {r['created_at']:%Y-%m-%d %H:%M:%S}  {', '.join(r['aliases'])}")
+        elif args.action == "show":
+            _print_json(snapshots.get(conn, args.snapshot_id).as_dict())
+        elif args.action == "history":
+            rows = snapshots.history(conn, args.site)
+            if args.json:
+                _print_json(rows)
+            else:
+                for r in rows:
+                    print(f"{r['moved_at']:%Y-%m-%d %H:%M:%S}  {r['site']}/{r['alias']}: "
+                          f"{r['from_snapshot']} -> {r['to_snapshot']}  by {r['actor']}  {r['reason']}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import snapshots
+
+    with _database(settings) as conn:
+        previous = snapshots.publish(conn, args.snapshot_id, args.alias, reason=args.reason or "manual publish")
+    print(f"alias {args.alias} -> snapshot {args.snapshot_id} (was {previous})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import snapshots
+
+    with _database(settings) as conn:
+        old, new = snapshots.rollback(conn, args.site, args.alias, reason=args.reason or "rollback")
+    print(f"rolled back {args.site}/{args.alias}: snapshot {old} -> {new}")
+    return 0
+
+
+# -- ledgers ----------------------------------------------------------------
+
+def cmd_exclusions(args: argparse.Namespace, settings: Settings) -> int:
+    from psycopg.rows import dict_row
+
+    with _database(settings) as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """SELECT DISTINCT ON (site, url, rule) site, url, rule, detail, run_id, excluded_at
+               FROM sitekb.exclusions WHERE %(site)s::text IS NULL OR site = %(site)s
+               ORDER BY site, url, rule, excluded_at DESC""",
+            {"site": args.site},
+        ).fetchall()
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['site']:10} {r['rule']:16} {r['url']}  ({r['detail']})")
+        print(f"{len(rows)} exclusions")
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from psycopg.rows import dict_row
+
+    with _database(settings) as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """SELECT d.site, d.url, d.title, d.failures, d.run_id FROM sitekb.documents d
+               JOIN (SELECT DISTINCT ON (site) site, run_id FROM sitekb.runs
+                     WHERE stages ? 'validate' ORDER BY site, started_at DESC) latest USING (site, run_id)
+               WHERE d.status = 'quarantined' AND (%(site)s::text IS NULL OR d.site = %(site)s)
+               ORDER BY d.site, d.url""",
+            {"site": args.site},
+        ).fetchall()
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            checks = "; ".join(f"{f['check']}={f['value']}" for f in r["failures"])
+            print(f"{r['site']:10} {r['url']}\n           {checks}")
+        print(f"{len(rows)} quarantined documents (latest run of each site)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb.demo.server import serve_demo_site
+
+    server = serve_demo_site(port=args.port)
+    print(f"demo site at {server.base_url} (Ctrl-C stops it)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+# -- parser -----------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sitekb", description="Turn a website into versioned, queryable knowledge snapshots for chatbots.",
+    )
+    parser.add_argument("--version", action="version", version=f"sitekb {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run one refresh of a site: crawl, validate, embed, build, publish",
+                         description="Run one refresh of a site and print the summary and a sample search.")
+    run.add_argument("site", nargs="?", help="site config: a name under dags/sites/ (e.g. demo) or a YAML path")
+    run.add_argument("--start-url", help="crawl an ad-hoc site from this URL (or serve SITE from this origin)")
+    run.add_argument("--allow-private", action="store_true",
+                     help="with --start-url: allow a loopback/private address (refused by default)")
+    run.add_argument("--alias", default="production", help="alias to publish to (default: production)")
+    run.add_argument("--full", action="store_true", help="full recrawl: ignore ETag/Last-Modified")
+    run.add_argument("--engine", choices=("local", "airflow"), default="local",
+                     help="local: stages in this process; airflow: the sitekb_refresh DAG via `airflow dags test`")
+    run.add_argument("--dry-run", action="store_true", help="crawl and chunk, then report tokens and cost; embed nothing")
+    run.add_argument("--question", default=None, help="sample question to search after publishing ('' for none)")
+    run.add_argument("--mode", choices=("vector", "keyword", "hybrid"), default="vector")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.set_defaults(func=cmd_run)
+
+    search = sub.add_parser("search", help="top passages with their source URLs from a published snapshot")
+    search.add_argument("question")
+    search.add_argument("--site", default="demo")
+    search.add_argument("--k", type=int, default=5, help="how many passages (1-100)")
+    search.add_argument("--mode", choices=("vector", "keyword", "hybrid"), default="vector")
+    search.add_argument("--alias", default="production")
+    search.add_argument("--snapshot", type=int, help="pin a snapshot id instead of an alias")
+    search.add_argument("--json", action="store_true", help="machine-readable results")
+    search.set_defaults(func=cmd_search)
+
+    dbp = sub.add_parser("db", help="manage the embedded database (start|stop|status|url|migrate)")
+    dbp.add_argument("action", choices=("start", "stop", "status", "url", "migrate"))
+    dbp.add_argument("--json", action="store_true")
+    dbp.set_defaults(func=cmd_db)
+
+    snaps = sub.add_parser("snapshots", help="list snapshots, show one, or the alias history")
+    snaps_sub = snaps.add_subparsers(dest="action", required=True, metavar="ACTION")
+    lst = snaps_sub.add_parser("list", help="snapshots with their state and aliases")
+    lst.add_argument("--site")
+    lst.add_argument("--json", action="store_true")
+    show = snaps_sub.add_parser("show", help="one snapshot's full record as JSON")
+    show.add_argument("snapshot_id", type=int)
+    hist = snaps_sub.add_parser("history", help="every alias move: who, when, from, to, why")
+    hist.add_argument("--site")
+    hist.add_argument("--json", action="store_true")
+    snaps.set_defaults(func=cmd_snapshots)
+
+    pub = sub.add_parser("publish", help="point an alias at a snapshot (atomic)")
+    pub.add_argument("snapshot_id", type=int)
+    pub.add_argument("--alias", default="production")
+    pub.add_argument("--reason", default="")
+    pub.set_defaults(func=cmd_publish)
+
+    rb = sub.add_parser("rollback", help="move an alias back to its previous snapshot (atomic)")
+    rb.add_argument("--site", default="demo")
+    rb.add_argument("--alias", default="production")
+    rb.add_argument("--reason", default="")
+    rb.set_defaults(func=cmd_rollback)
+
+    exc = sub.add_parser("exclusions", help="the ledger of URLs left out, with the rule that excluded each")
+    exc.add_argument("--site")
+    exc.add_argument("--json", action="store_true")
+    exc.set_defaults(func=cmd_exclusions)
+
+    qua = sub.add_parser("quarantine", help="documents held back by the quality checks, with their failures")
+    qua.add_argument("--site")
+    qua.add_argument("--json", action="store_true")
+    qua.set_defaults(func=cmd_quarantine)
+
+    demo = sub.add_parser("demo", help="serve the bundled demo site until Ctrl-C")
+    demo.add_argument("--port", type=int, default=8765)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return args.func(args, settings)
+    except SitekbError as exc:
+        print(f"sitekb: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("sitekb: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

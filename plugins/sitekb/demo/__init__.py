@@ -1,0 +1,1 @@
+"""Bundled "Northwind Signal" demo website and its tiny local HTTP server."""

@@ -1,0 +1,280 @@
+"""Main-content extraction: one fetched HTML page in, one markdown `Document` out.
+
+Owns the call into trafilatura (boilerplate removal, markdown rendering, metadata),
+the page-level metadata trafilatura does not give (canonical URL resolved against
+the fetch URL, language, modified date, split keywords), and `strip_nosnippet`,
+which removes sections a site marked as not for reuse. Pure: no network, no DB.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import lxml.html
+import trafilatura
+from lxml.etree import LxmlError
+
+__all__ = [
+    "EXTRACTOR_VERSION",
+    "NOSNIPPET_SELECTORS",
+    "Document",
+    "extract_document",
+    "strip_nosnippet",
+]
+
+# Bump the suffix whenever this module changes what it emits for the same HTML,
+# so stored snapshots can tell which extraction produced them.
+EXTRACTOR_VERSION = f"trafilatura-{trafilatura.__version__}+sitekb.1"
+
+NOSNIPPET_SELECTORS: tuple[str, ...] = ("[data-nosnippet]",)
+
+log = logging.getLogger(__name__)
+
+_HEADING_LINE = re.compile(r"^ {0,3}#{1,6}[ \t]")
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_LANG_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
+# Words for word_count: runs of letters/digits, so markdown markers ('#', '|', '-') don't count.
+_WORD = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
+_MODIFIED_META = (
+    "article:modified_time",
+    "og:updated_time",
+    "dateModified",
+    "last-modified",
+    "dcterms.modified",
+)
+
+
+@dataclass(frozen=True)
+class Document:
+    """The main content of one page as markdown, with its metadata."""
+
+    url: str
+    canonical_url: str | None
+    title: str | None
+    description: str | None
+    author: str | None
+    published: str | None
+    modified: str | None
+    language: str | None
+    tags: tuple[str, ...]
+    markdown: str
+    word_count: int
+    content_hash: str
+
+
+def _parse(html: str) -> lxml.html.HtmlElement | None:
+    """Parse a page the way trafilatura does; fall back to lxml for fragments it rejects."""
+    if not html or not html.strip():
+        return None
+    try:
+        tree = trafilatura.load_html(html)
+    except (LxmlError, ValueError, TypeError) as exc:
+        log.debug("trafilatura could not parse the page: %s", exc)
+        tree = None
+    if tree is not None:
+        return tree
+    try:
+        return lxml.html.document_fromstring(html)
+    except (LxmlError, ValueError) as exc:
+        log.debug("lxml could not parse the page: %s", exc)
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def _compile_selectors(selectors: tuple[str, ...]) -> Any:
+    from cssselect import SelectorError
+    from lxml.cssselect import CSSSelector
+
+    try:
+        return CSSSelector(", ".join(selectors))
+    except SelectorError as exc:
+        raise ValueError(f"invalid CSS selector in {selectors!r}: {exc}") from exc
+
+
+def _drop_matching(tree: lxml.html.HtmlElement, selectors: Sequence[str]) -> int:
+    if not selectors:
+        return 0
+    matches = _compile_selectors(tuple(selectors))(tree)
+    for element in matches:
+        if element.getparent() is not None:
+            element.drop_tree()  # keeps the element's tail text, which belongs to its parent
+    return len(matches)
+
+
+def strip_nosnippet(html: str, selectors: Sequence[str] = NOSNIPPET_SELECTORS) -> str:
+    """Return `html` without the elements matching any CSS selector (default: [data-nosnippet])."""
+    tree = _parse(html)
+    if tree is None:
+        return html
+    if not _drop_matching(tree, selectors):
+        return html
+    return lxml.html.tostring(tree, encoding="unicode")
+
+
+def _clean(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = " ".join(value.split())
+    return value or None
+
+
+def _meta_values(tree: lxml.html.HtmlElement, keys: Iterable[str]) -> Iterator[str]:
+    wanted = {key.lower() for key in keys}
+    for meta in tree.iter("meta"):
+        key = (meta.get("property") or meta.get("name") or meta.get("itemprop") or meta.get("http-equiv") or "")
+        if key.strip().lower() in wanted and (content := _clean(meta.get("content"))):
+            yield content
+
+
+def _iso_date(value: str | None) -> str | None:
+    match = _ISO_DATE.search(value or "")
+    if not match:
+        return None
+    year, month, day = (int(group) for group in match.groups())
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    return match.group(0)
+
+
+def _json_ld_values(tree: lxml.html.HtmlElement, key: str) -> Iterator[str]:
+    def walk(node: object) -> Iterator[str]:
+        if isinstance(node, dict):
+            if isinstance(node.get(key), str):
+                yield node[key]
+            for child in node.values():
+                yield from walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                yield from walk(child)
+
+    for script in tree.iter("script"):
+        if (script.get("type") or "").strip().lower() != "application/ld+json" or not script.text:
+            continue
+        try:
+            data = json.loads(script.text)
+        except ValueError:  # broken JSON-LD is common; it just carries no date
+            continue
+        yield from walk(data)
+
+
+def _modified_date(tree: lxml.html.HtmlElement) -> str | None:
+    candidates = list(_meta_values(tree, _MODIFIED_META))
+    candidates += [el.get("datetime") or "" for el in tree.iterfind(".//time[@itemprop='dateModified']")]
+    candidates += list(_json_ld_values(tree, "dateModified"))
+    return next((date for c in candidates if (date := _iso_date(c))), None)
+
+
+def _canonical_url(tree: lxml.html.HtmlElement, url: str) -> str | None:
+    hrefs = [
+        link.get("href")
+        for link in tree.iter("link")
+        if "canonical" in (link.get("rel") or "").lower().split()
+    ]
+    hrefs += list(_meta_values(tree, ("og:url",)))
+    for href in hrefs:
+        href = (href or "").strip()
+        if not href:
+            continue
+        try:
+            absolute = urljoin(url, href)
+            parts = urlsplit(absolute)
+        except ValueError:  # e.g. a malformed IPv6 netloc
+            continue
+        if parts.scheme in ("http", "https") and parts.netloc:
+            return absolute
+    return None
+
+
+def _language(tree: lxml.html.HtmlElement, fallback: str | None) -> str | None:
+    candidates = [tree.get("lang"), tree.get("{http://www.w3.org/XML/1998/namespace}lang")]
+    candidates += list(_meta_values(tree, ("content-language", "language", "og:locale", "dc.language")))
+    candidates.append(fallback)
+    for candidate in candidates:
+        # "en_GB" (og:locale) and "en-GB, fr" (http-equiv lists) both occur in the wild.
+        tag = (candidate or "").split(",")[0].strip().replace("_", "-")
+        if _LANG_TAG.match(tag):
+            return tag
+    return None
+
+
+def _tags(extracted: Any) -> tuple[str, ...]:
+    # trafilatura returns meta keywords as one comma-separated string; split them.
+    raw = list(getattr(extracted, "tags", None) or []) + list(getattr(extracted, "categories", None) or [])
+    seen: dict[str, str] = {}
+    for value in raw:
+        for part in str(value).split(","):
+            tag = " ".join(part.split())
+            if tag and tag.lower() not in seen:
+                seen[tag.lower()] = tag
+    return tuple(seen.values())
+
+
+def _tidy_markdown(text: str) -> str:
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = [line.rstrip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def extract_document(html: str, url: str, *, favor_precision: bool = True) -> Document | None:
+    """Extract the main content of `html` (fetched from `url`) as markdown.
+
+    None when no main content could be found (e.g. empty body or not HTML at all).
+    """
+    tree = _parse(html)
+    if tree is None:
+        return None
+    _drop_matching(tree, NOSNIPPET_SELECTORS)
+    try:
+        extracted = trafilatura.bare_extraction(
+            tree,
+            url=url,
+            # "python" returns the metadata and the body rendered with markdown
+            # formatting in .text, without the YAML header the "markdown" format adds.
+            output_format="python",
+            include_formatting=True,
+            include_tables=True,
+            include_links=False,
+            include_images=False,
+            include_comments=False,
+            with_metadata=True,
+            favor_precision=favor_precision,
+        )
+    except (LxmlError, ValueError, TypeError) as exc:
+        log.info("no main content extracted from %s: %s", url, exc)
+        return None
+    if extracted is None or not getattr(extracted, "text", None):
+        return None
+    markdown = _tidy_markdown(extracted.text)
+    # Text without a single word (stray markup, binary junk) is not content.
+    if not _WORD.search(markdown):
+        return None
+
+    title = _clean(extracted.title)
+    # The chunker builds heading paths from '#' lines; trafilatura drops an <h1>
+    # that sits outside the main content (e.g. in a hero header).
+    if title and not _HEADING_LINE.match(markdown):
+        markdown = f"# {title}\n\n{markdown}"
+
+    return Document(
+        url=url,
+        canonical_url=_canonical_url(tree, url),
+        title=title,
+        description=_clean(extracted.description),
+        author=_clean(extracted.author),
+        published=_iso_date(extracted.date),
+        modified=_modified_date(tree),
+        language=_language(tree, getattr(extracted, "language", None)),
+        tags=_tags(extracted),
+        markdown=markdown,
+        word_count=len(_WORD.findall(markdown)),
+        content_hash=hashlib.sha256(markdown.encode("utf-8")).hexdigest(),
+    )

@@ -1,0 +1,91 @@
+"""Shared fixtures: a real Postgres with pgvector, the demo site on 127.0.0.1.
+
+Database: ``SITEKB_TEST_DATABASE_URL`` targets an external server (its
+``sitekb`` schemas are dropped and recreated per test that asks for a clean
+database); without it, an embedded PostgreSQL 18 + pgvector starts in a
+temporary folder once per session and stops at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _reset_schema(url: str) -> None:
+    from sitekb import db
+
+    with db.connect(url, register=False) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS sitekb_snapshots CASCADE")
+        conn.execute("DROP SCHEMA IF EXISTS sitekb_api CASCADE")
+        conn.execute("DROP SCHEMA IF EXISTS sitekb CASCADE")
+        conn.execute("DROP TABLE IF EXISTS public.sitekb_schema_migrations")
+        for role in ("sitekb_reader",):
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            if exists:
+                conn.execute(f"DROP OWNED BY {role} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def database_server(tmp_path_factory):
+    """URL of a Postgres with pgvector for the whole session."""
+    external = os.environ.get("SITEKB_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    from sitekb import embedded_pg
+
+    # A short path: Unix socket paths are limited to ~100 bytes.
+    home = Path(tempfile.mkdtemp(prefix="skt-"))
+    url = embedded_pg.start(home)
+    yield url
+    embedded_pg.stop(home)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(database_server, monkeypatch):
+    """A freshly migrated, empty sitekb schema; SITEKB_DATABASE_URL points at it."""
+    from sitekb import db
+
+    _reset_schema(database_server)
+    with db.connect(database_server) as conn:
+        db.migrate(conn)
+    monkeypatch.setenv("SITEKB_DATABASE_URL", database_server)
+    return database_server
+
+
+@pytest.fixture
+def conn(database_url):
+    from sitekb import db
+
+    connection = db.connect(database_url)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def demo_site():
+    """The bundled demo site on a free port for the whole session."""
+    from sitekb.demo.server import DemoSite
+
+    with DemoSite(port=0) as site:
+        yield site
+
+
+@pytest.fixture
+def demo_config(demo_site):
+    """The demo site config rebased onto the running demo server."""
+    from sitekb.sites import load_site
+
+    return load_site("demo").with_base_url(demo_site.base_url)
