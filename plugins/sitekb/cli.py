@@ -25,6 +25,11 @@ from sitekb.settings import Settings
 
 DEFAULT_QUESTION = "How should we score leads that request a demo?"
 
+# Modules that add their own subcommands: each has `register(subparsers)` and
+# sets `func(args, settings) -> int` on the parsers it adds. Kept apart so a
+# command family lives next to the code it drives.
+EXTRA_COMMANDS: tuple[str, ...] = ()
+
 
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, default=str))
@@ -275,6 +280,17 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
+    import subprocess
+
+    from sitekb import db
+    from sitekb.airflow_runner import _airflow, airflow_env, ensure_metadata_db
+
+    env = airflow_env(settings, db.database_url(settings))
+    ensure_metadata_db(env)
+    return subprocess.call([_airflow(), *args.args], env=env)
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb.demo.server import serve_demo_site
 
@@ -365,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="serve the bundled demo site until Ctrl-C")
     demo.add_argument("--port", type=int, default=8765)
     demo.set_defaults(func=cmd_demo)
+
+    af = sub.add_parser("airflow", help="run the `airflow` CLI with sitekb's environment (e.g. `standalone`)",
+                        description="Runs `airflow ARGS...` with AIRFLOW_HOME under SITEKB_HOME, the sitekb DAGs "
+                                    "and the database URL set, e.g. `sitekb airflow standalone`.")
+    af.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to airflow")
+    af.set_defaults(func=cmd_airflow)
+
+    for module in EXTRA_COMMANDS:
+        import importlib
+
+        importlib.import_module(module).register(sub)
     return parser
 
 
