@@ -16,7 +16,8 @@ class PageItem:
     body: str | None = None          # None for excluded, failed and 304 pages
     headers: dict = field(default_factory=dict)
     depth: int = 0
-    not_modified: bool = False
+    not_modified: bool = False       # a 304, or unchanged by its sitemap lastmod: the stored body stays
+    unchanged_by_sitemap: bool = False  # not requested at all: the stored fetch time stays too
     excluded_rule: str | None = None
     links: list[str] = field(default_factory=list)
 
@@ -26,3 +27,6 @@ class ExclusionItem:
     url: str
     rule: str
     detail: str = ""
+    # The owner withdrew consent (robots.txt, opt-out): stored content of the
+    # URL is erased, not just left out of this run.
+    purge: bool = False

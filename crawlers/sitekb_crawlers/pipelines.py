@@ -4,6 +4,14 @@ Writes happen in a thread (``deferToThread``) so the reactor never blocks on
 the database; items are buffered and flushed every ``SITEKB_WRITE_BATCH``
 items and when the spider closes, so a crawl never holds the whole site in
 memory. Upserts make a retried crawl safe: a page is one row per (site, URL).
+
+Excluded pages keep no content: their row loses body, validators and links;
+when the owner withdrew consent (robots.txt, opt-out, TDM reservation) the
+URL's rows in the staging tables ``sitekb.documents`` and ``sitekb.chunks``
+of earlier runs are erased as well (published snapshots are immutable and
+lose the page at the next snapshot).
+
+Settings read: SITEKB_DATABASE_URL, SITEKB_RUN_ID, SITEKB_SITE, SITEKB_WRITE_BATCH.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import threading
 from datetime import datetime, timezone
 
 import psycopg
-from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.threads import deferToThread
 
 from sitekb_crawlers.items import ExclusionItem, PageItem
@@ -37,9 +45,24 @@ ON CONFLICT (site, url) DO UPDATE SET
 
 # A 304 keeps the stored body and validators; it only marks the page as seen.
 TOUCH_PAGE = """
-UPDATE sitekb.pages SET last_run_id = %(run_id)s, fetched_at = %(fetched_at)s
+UPDATE sitekb.pages SET last_run_id = %(run_id)s, fetched_at = %(fetched_at)s, depth = %(depth)s
 WHERE site = %(site)s AND url = %(url)s
 """
+
+# Unchanged by its sitemap lastmod: not fetched, so the stored fetch time stays
+# (the next lastmod is compared with the real fetch, not with this skip).
+TOUCH_UNCHANGED = """
+UPDATE sitekb.pages SET last_run_id = %(run_id)s, depth = %(depth)s
+WHERE site = %(site)s AND url = %(url)s
+"""
+
+PURGE_PAGE = """
+UPDATE sitekb.pages SET body = NULL, content_hash = NULL, etag = NULL, last_modified = NULL, links = '{}',
+                        excluded_rule = %(rule)s
+WHERE site = %(site)s AND url = %(url)s
+"""
+PURGE_DOCUMENTS = "DELETE FROM sitekb.documents WHERE site = %(site)s AND url = %(url)s"
+PURGE_CHUNKS = "DELETE FROM sitekb.chunks WHERE site = %(site)s AND url = %(url)s"
 
 INSERT_EXCLUSION = """
 INSERT INTO sitekb.exclusions (site, url, rule, detail, run_id)
@@ -73,50 +96,53 @@ class PostgresPipeline:
     def open_spider(self, spider=None):
         self.conn = psycopg.connect(self.database_url, autocommit=True)
 
-    def close_spider(self, spider=None):
+    async def close_spider(self, spider=None):
         batch, self.buffer = self.buffer, []
-        deferred = deferToThread(self._write, batch)
-        deferred.addErrback(self._record_final_failure)
-        deferred.addBoth(self._close)
-        return deferred
+        try:
+            await maybe_deferred_to_future(deferToThread(self._write, batch))
+        except Exception as exc:  # noqa: BLE001 - recorded; run_crawl turns it into CrawlFailed
+            self._record_failure(exc)
+        finally:
+            if self.conn is not None:
+                self.conn.close()
 
-    def _record_final_failure(self, failure):
-        if self.crawler is not None:
-            self.crawler.stats.set_value("sitekb/db_write_error", failure.getErrorMessage())
-        return None
-
-    def _close(self, result):
-        if self.conn is not None:
-            self.conn.close()
-        return result
-
-    def process_item(self, item, spider=None):
+    async def process_item(self, item, spider=None):
         if not isinstance(item, (PageItem, ExclusionItem)):
             return item
         self.buffer.append(item)
         if len(self.buffer) < self.batch_size:
             return item
         batch, self.buffer = self.buffer, []
-        return deferToThread(self._write, batch).addCallbacks(lambda _: item, self._write_failed)
+        try:
+            await maybe_deferred_to_future(deferToThread(self._write, batch))
+        except Exception as exc:  # noqa: BLE001 - any failed write must stop the crawl, not lose pages
+            # Losing pages silently is worse than stopping: record why and close the spider.
+            self._record_failure(exc)
+            if self.crawler is not None:
+                deferred_from_coro(self.crawler.engine.close_spider_async(reason="db_write_failed"))
+            raise
+        return item
 
-    def _write_failed(self, failure):
-        # Losing pages silently is worse than stopping: record why and close the spider.
+    def _record_failure(self, exc: Exception) -> None:
         if self.crawler is not None:
-            self.crawler.stats.set_value("sitekb/db_write_error", failure.getErrorMessage())
-            deferred_from_coro(self.crawler.engine.close_spider_async(reason="db_write_failed"))
-        return failure
+            self.crawler.stats.set_value("sitekb/db_write_error", str(exc).strip().splitlines()[0])
 
     def _write(self, batch: list) -> None:
         if not batch:
             return
         now = datetime.now(timezone.utc)
-        pages, touches, exclusions = [], [], []
+        pages, touches, unchanged, exclusions, purges = [], [], [], [], []
         for item in batch:
             if isinstance(item, ExclusionItem):
-                exclusions.append({"site": self.site, "url": item.url, "rule": item.rule,
-                                   "detail": item.detail, "run_id": self.run_id})
+                exclusion = {"site": self.site, "url": item.url, "rule": item.rule,
+                             "detail": item.detail, "run_id": self.run_id}
+                exclusions.append(exclusion)
+                if item.purge:
+                    purges.append(exclusion)
             elif item.not_modified:
-                touches.append({"site": self.site, "url": item.url, "run_id": self.run_id, "fetched_at": now})
+                touch = {"site": self.site, "url": item.url, "run_id": self.run_id, "fetched_at": now,
+                         "depth": item.depth}
+                (unchanged if item.unchanged_by_sitemap else touches).append(touch)
             else:
                 body = item.body if item.excluded_rule is None else None
                 pages.append({
@@ -134,5 +160,11 @@ class PostgresPipeline:
                     cur.executemany(UPSERT_PAGE, pages)
                 if touches:
                     cur.executemany(TOUCH_PAGE, touches)
+                if unchanged:
+                    cur.executemany(TOUCH_UNCHANGED, unchanged)
                 if exclusions:
                     cur.executemany(INSERT_EXCLUSION, exclusions)
+                # After the upserts: a purge wins over anything written for the URL in this batch.
+                for statement in (PURGE_PAGE, PURGE_DOCUMENTS, PURGE_CHUNKS):
+                    if purges:
+                        cur.executemany(statement, purges)

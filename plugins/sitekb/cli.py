@@ -28,7 +28,8 @@ DEFAULT_QUESTION = "How should we score leads that request a demo?"
 # Modules that add their own subcommands: each has `register(subparsers)` and
 # sets `func(args, settings) -> int` on the parsers it adds. Kept apart so a
 # command family lives next to the code it drives.
-EXTRA_COMMANDS: tuple[str, ...] = ()
+EXTRA_COMMANDS: tuple[str, ...] = ("sitekb.commands.quality", "sitekb.commands.snapshots", "sitekb.commands.crawl",
+                                    "sitekb.commands.embeddings")
 
 
 def _print_json(data) -> None:
@@ -139,25 +140,6 @@ def _dry_run(config, settings: Settings, args) -> int:
     return 0
 
 
-# -- search -----------------------------------------------------------------
-
-def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import report
-    from sitekb.search import search
-
-    with _database(settings) as conn:
-        snap, passages = search(conn, args.site, args.question, k=args.k, mode=args.mode,
-                                alias=None if args.snapshot else args.alias, snapshot_id=args.snapshot)
-    if args.json:
-        _print_json({"query": args.question, "site": args.site, "snapshot_id": snap.snapshot_id,
-                     "model": snap.embedding_model, "mode": args.mode,
-                     "results": [p.as_dict() for p in passages]})
-    else:
-        print(f"snapshot {snap.snapshot_id} of {args.site} ({snap.embedding_model})")
-        print(report.format_passages(passages, args.question))
-    return 0
-
-
 # -- db ---------------------------------------------------------------------
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
@@ -191,52 +173,6 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# -- snapshots, publish, rollback -------------------------------------------
-
-def cmd_snapshots(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import snapshots
-
-    with _database(settings) as conn:
-        if args.action == "list":
-            rows = snapshots.list_snapshots(conn, args.site)
-            if args.json:
-                _print_json(rows)
-            else:
-                print(f"{'id':>5}  {'site':12} {'state':10} {'chunks':>7}  {'model':24} {'created':20} aliases")
-                for r in rows:
-                    print(f"{r['snapshot_id']:>5}  {r['site']:12} {r['state']:10} {r['counts'].get('chunks', 0):>7}  "
-                          f"{r['embedding_model']:24} {r['created_at']:%Y-%m-%d %H:%M:%S}  {', '.join(r['aliases'])}")
-        elif args.action == "show":
-            _print_json(snapshots.get(conn, args.snapshot_id).as_dict())
-        elif args.action == "history":
-            rows = snapshots.history(conn, args.site)
-            if args.json:
-                _print_json(rows)
-            else:
-                for r in rows:
-                    print(f"{r['moved_at']:%Y-%m-%d %H:%M:%S}  {r['site']}/{r['alias']}: "
-                          f"{r['from_snapshot']} -> {r['to_snapshot']}  by {r['actor']}  {r['reason']}")
-    return 0
-
-
-def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import snapshots
-
-    with _database(settings) as conn:
-        previous = snapshots.publish(conn, args.snapshot_id, args.alias, reason=args.reason or "manual publish")
-    print(f"alias {args.alias} -> snapshot {args.snapshot_id} (was {previous})")
-    return 0
-
-
-def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import snapshots
-
-    with _database(settings) as conn:
-        old, new = snapshots.rollback(conn, args.site, args.alias, reason=args.reason or "rollback")
-    print(f"rolled back {args.site}/{args.alias}: snapshot {old} -> {new}")
-    return 0
-
-
 # -- ledgers ----------------------------------------------------------------
 
 def cmd_exclusions(args: argparse.Namespace, settings: Settings) -> int:
@@ -255,28 +191,6 @@ def cmd_exclusions(args: argparse.Namespace, settings: Settings) -> int:
         for r in rows:
             print(f"{r['site']:10} {r['rule']:16} {r['url']}  ({r['detail']})")
         print(f"{len(rows)} exclusions")
-    return 0
-
-
-def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
-    from psycopg.rows import dict_row
-
-    with _database(settings) as conn, conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            """SELECT d.site, d.url, d.title, d.failures, d.run_id FROM sitekb.documents d
-               JOIN (SELECT DISTINCT ON (site) site, run_id FROM sitekb.runs
-                     WHERE stages ? 'validate' ORDER BY site, started_at DESC) latest USING (site, run_id)
-               WHERE d.status = 'quarantined' AND (%(site)s::text IS NULL OR d.site = %(site)s)
-               ORDER BY d.site, d.url""",
-            {"site": args.site},
-        ).fetchall()
-    if args.json:
-        _print_json(rows)
-    else:
-        for r in rows:
-            checks = "; ".join(f"{f['check']}={f['value']}" for f in r["failures"])
-            print(f"{r['site']:10} {r['url']}\n           {checks}")
-        print(f"{len(rows)} quarantined documents (latest run of each site)")
     return 0
 
 
@@ -330,55 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
 
-    search = sub.add_parser("search", help="top passages with their source URLs from a published snapshot")
-    search.add_argument("question")
-    search.add_argument("--site", default="demo", help="site name (default: demo)")
-    search.add_argument("--k", type=int, default=5, help="how many passages (1-100)")
-    search.add_argument("--mode", choices=("vector", "keyword", "hybrid"), default="vector",
-                        help="vector similarity, full-text keywords, or both fused by reciprocal rank")
-    search.add_argument("--alias", default="production", help="alias to read (default: production)")
-    search.add_argument("--snapshot", type=int, help="pin a snapshot id instead of an alias")
-    search.add_argument("--json", action="store_true", help="machine-readable results")
-    search.set_defaults(func=cmd_search)
-
     dbp = sub.add_parser("db", help="manage the embedded database (start|stop|status|url|migrate)")
     dbp.add_argument("action", choices=("start", "stop", "status", "url", "migrate"))
     dbp.add_argument("--json", action="store_true", help="machine-readable status")
     dbp.set_defaults(func=cmd_db)
 
-    snaps = sub.add_parser("snapshots", help="list snapshots, show one, or the alias history")
-    snaps_sub = snaps.add_subparsers(dest="action", required=True, metavar="ACTION")
-    lst = snaps_sub.add_parser("list", help="snapshots with their state and aliases")
-    lst.add_argument("--site", help="only this site")
-    lst.add_argument("--json", action="store_true", help="machine-readable output")
-    show = snaps_sub.add_parser("show", help="one snapshot's full record as JSON")
-    show.add_argument("snapshot_id", type=int)
-    hist = snaps_sub.add_parser("history", help="every alias move: who, when, from, to, why")
-    hist.add_argument("--site", help="only this site")
-    hist.add_argument("--json", action="store_true", help="machine-readable output")
-    snaps.set_defaults(func=cmd_snapshots)
-
-    pub = sub.add_parser("publish", help="point an alias at a snapshot (atomic)")
-    pub.add_argument("snapshot_id", type=int)
-    pub.add_argument("--alias", default="production", help="alias to move (default: production)")
-    pub.add_argument("--reason", default="", help="why, for the audit log")
-    pub.set_defaults(func=cmd_publish)
-
-    rb = sub.add_parser("rollback", help="move an alias back to its previous snapshot (atomic)")
-    rb.add_argument("--site", default="demo", help="site name (default: demo)")
-    rb.add_argument("--alias", default="production", help="alias to move back (default: production)")
-    rb.add_argument("--reason", default="", help="why, for the audit log")
-    rb.set_defaults(func=cmd_rollback)
-
     exc = sub.add_parser("exclusions", help="the ledger of URLs left out, with the rule that excluded each")
     exc.add_argument("--site", help="only this site")
     exc.add_argument("--json", action="store_true", help="machine-readable output")
     exc.set_defaults(func=cmd_exclusions)
-
-    qua = sub.add_parser("quarantine", help="documents held back by the quality checks, with their failures")
-    qua.add_argument("--site", help="only this site")
-    qua.add_argument("--json", action="store_true", help="machine-readable output")
-    qua.set_defaults(func=cmd_quarantine)
 
     demo = sub.add_parser("demo", help="serve the bundled demo site until Ctrl-C")
     demo.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (a free one if busy)")

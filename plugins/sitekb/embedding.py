@@ -1,19 +1,30 @@
-"""Embedding providers behind one small interface, and the embedding cache.
+"""Embedding a run's chunks so that no text is ever paid for twice.
 
-Providers:
-- ``local``: the bundled all-MiniLM-L6-v2 (sentence-transformers, offline,
-  384 dimensions, 256-token input limit), texts batched by length to cut padding.
-- ``openai``: the official ``openai`` client against OpenAI or any
-  OpenAI-compatible server (``OPENAI_BASE_URL``), default
-  ``text-embedding-3-small``.
+Owns choosing the embedder of a site config (:func:`embedder_for_site`,
+:func:`get_embedder`), the embedding cache, cost estimates and the budget, and
+:func:`embed_run`, the body of the pipeline's embed stage. The providers
+themselves live in :mod:`sitekb.providers`.
 
-The cache (``sitekb.embedding_cache``) is keyed by (model, dimensions,
-sha256 of the exact embedded text). Each batch is committed as it completes,
-so a killed task resumes where it stopped and a retry pays nothing twice.
+The cache (``sitekb.embedding_cache``) is keyed by (model, dimensions, sha256
+of the exact embedded text). :func:`embed_run` asks it which of the run's
+texts are missing, packs only those into requests within the provider's
+limits, and commits each request's vectors as soon as it returns, together
+with what it cost (``sitekb.embedding_spend``). A task killed halfway
+therefore resumes where it stopped, a retried task pays only for the rest,
+and an unchanged re-run sends no request at all.
 
-Settings read: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` (through
-:class:`sitekb.settings.Settings`), ``HF_HUB_OFFLINE`` is forced on for the
-local model.
+Cost control: :func:`estimate_cost` counts the tokens still to embed (the
+chunker counted them with the model's own tokenizer) and prices them;
+:func:`check_budget` raises :class:`~sitekb.errors.BudgetExceeded` before the
+first request when a run's spend so far plus the estimate would pass its
+budget, and :func:`embed_run` stops before any request that would.
+
+Settings read: ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` through
+:class:`sitekb.settings.Settings` (which win over the site file's
+``embedding.base_url``), the environment variable named by
+``embedding.api_key_env``, and the site config's ``embedding`` section
+(provider, model, dimensions, batch_size, concurrency, max_retries,
+timeout_seconds, prices_usd_per_million, budget_usd).
 """
 
 from __future__ import annotations
@@ -21,190 +32,140 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import psycopg
 from pgvector import Vector
 
-from sitekb.errors import ConfigError, TransientError
+from sitekb.errors import BudgetExceeded, ConfigError
+from sitekb.providers.base import (
+    LOCAL_DEFAULT_MODEL,
+    MODEL_SPECS,
+    OPENAI_DEFAULT_MODEL,
+    Embedder,
+    pack_batches,
+)
+from sitekb.providers.local import LocalEmbedder
+from sitekb.providers.openai_api import OpenAIEmbedder
 from sitekb.settings import Settings
 
-LOCAL_DEFAULT_MODEL = "all-MiniLM-L6-v2"
-OPENAI_DEFAULT_MODEL = "text-embedding-3-small"
+if TYPE_CHECKING:
+    from sitekb.sites import EmbeddingSettings
 
-# Native dimensions and input limits of the models sitekb knows.
-MODEL_SPECS = {
-    "all-MiniLM-L6-v2": {"dimensions": 384, "max_tokens": 256},
-    "text-embedding-3-small": {"dimensions": 1536, "max_tokens": 8191},
-    "text-embedding-3-large": {"dimensions": 3072, "max_tokens": 8191},
-    "text-embedding-ada-002": {"dimensions": 1536, "max_tokens": 8191},
-}
+__all__ = [
+    "LOCAL_DEFAULT_MODEL", "MODEL_SPECS", "OPENAI_DEFAULT_MODEL", "PRICE_PER_MILLION_TOKENS", "EmbedResult",
+    "Embedder", "LocalEmbedder", "OpenAIEmbedder", "check_budget", "embed_run", "embedder_for_site",
+    "estimate_cost", "get_embedder", "missing_texts", "run_spend", "store_vectors", "text_hash",
+]
 
-
-# US dollars per million input tokens; a local model costs nothing.
-PRICE_PER_MILLION_TOKENS = {
-    "text-embedding-3-small": 0.02,
-    "text-embedding-3-large": 0.13,
-    "text-embedding-ada-002": 0.10,
-}
-
-
-class Embedder(Protocol):
-    provider: str
-    model: str
-    dimensions: int
-    max_tokens: int
-    tokenizer_name: str
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+# US dollars per million input tokens (list prices of the synchronous API); a
+# site config's embedding.prices_usd_per_million overrides them, and a local
+# model costs nothing.
+PRICE_PER_MILLION_TOKENS = {name: spec.usd_per_million_tokens for name, spec in MODEL_SPECS.items()
+                            if spec.usd_per_million_tokens}
+LOCAL_BATCH_SIZE = 64
 
 
 def text_hash(text: str) -> bytes:
+    """The cache key of an embedded text: sha256 of its exact UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-class LocalEmbedder:
-    """The bundled sentence-transformers model; loads lazily on first use."""
-
-    provider = "local"
-
-    def __init__(self, model: str = LOCAL_DEFAULT_MODEL, batch_size: int = 64):
-        if model != LOCAL_DEFAULT_MODEL:
-            raise ConfigError(
-                f"local embedding model {model!r} is not bundled; the local provider ships {LOCAL_DEFAULT_MODEL}. "
-                "Use provider 'openai' with an OpenAI-compatible server for other models."
-            )
-        self.model = model
-        self.dimensions = MODEL_SPECS[model]["dimensions"]
-        self.max_tokens = MODEL_SPECS[model]["max_tokens"]
-        self.tokenizer_name = f"hf:{model}"
-        self.batch_size = batch_size
-        self._model = None
-
-    def _load(self):
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            from sentence_transformers import SentenceTransformer
-
-            from sitekb.tokenization import local_model_path
-
-            self._model = SentenceTransformer(str(local_model_path(self.model)), device="cpu")
-        return self._model
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
-        model = self._load()
-        # Sorting by length keeps each batch's padding small; results go back in input order.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors = model.encode(
-            [texts[i] for i in order], batch_size=self.batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
-        out = np.empty_like(vectors)
-        out[order] = vectors
-        return out.astype(np.float32)
-
-
-class OpenAIEmbedder:
-    """OpenAI or any OpenAI-compatible embeddings endpoint."""
-
-    provider = "openai"
-    MAX_INPUTS = 2048
-    MAX_REQUEST_TOKENS = 300_000
-
-    def __init__(self, settings: Settings, model: str = OPENAI_DEFAULT_MODEL, dimensions: int | None = None,
-                 max_retries: int = 5, timeout: float = 60):
-        try:
-            import openai
-        except ImportError as exc:
-            raise ConfigError("the openai provider needs `pip install 'sitekb[openai]'`") from exc
-        if not settings.openai_api_key and not settings.openai_base_url:
-            raise ConfigError(
-                "embedding provider 'openai' needs OPENAI_API_KEY (or OPENAI_BASE_URL for a compatible server)"
-            )
-        spec = MODEL_SPECS.get(model, {"dimensions": dimensions, "max_tokens": 8191})
-        self.model = model
-        self.dimensions = dimensions or spec["dimensions"]
-        if not self.dimensions:
-            raise ConfigError(f"model {model!r} is unknown to sitekb: set embedding.dimensions in the site config")
-        self._send_dimensions = dimensions is not None and model.startswith("text-embedding-3")
-        self.max_tokens = spec["max_tokens"]
-        self.tokenizer_name = "cl100k_base"
-        self._openai = openai
-        self.client = openai.OpenAI(
-            api_key=settings.openai_api_key or "sitekb-no-key",
-            base_url=settings.openai_base_url,
-            max_retries=max_retries,  # the client backs off and honours Retry-After on 429/5xx
-            timeout=timeout,
-        )
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
-        kwargs = {"dimensions": self.dimensions} if self._send_dimensions else {}
-        try:
-            response = self.client.embeddings.create(model=self.model, input=list(texts), **kwargs)
-        except (self._openai.RateLimitError, self._openai.APITimeoutError, self._openai.APIConnectionError,
-                self._openai.InternalServerError) as exc:
-            raise TransientError(f"embedding request failed after retries: {exc}") from exc
-        except self._openai.AuthenticationError as exc:
-            raise ConfigError(f"the embeddings endpoint refused the API key: {exc}") from exc
-        data = sorted(response.data, key=lambda d: d.index)
-        vectors = np.asarray([d.embedding for d in data], dtype=np.float32)
-        if vectors.shape != (len(texts), self.dimensions):
-            raise TransientError(
-                f"the embeddings endpoint returned shape {vectors.shape}, expected ({len(texts)}, {self.dimensions})"
-            )
-        return vectors
-
-
-_LOCAL_MODELS: dict[tuple[str, int], LocalEmbedder] = {}
-
+# -- choosing an embedder ---------------------------------------------------------
 
 def get_embedder(provider: str, model: str | None, dimensions: int | None = None,
-                 settings: Settings | None = None, batch_size: int = 64) -> Embedder:
-    """The embedder for a provider/model; local models are shared within a process (loading costs seconds)."""
+                 settings: Settings | None = None, batch_size: int | None = None, **options) -> Embedder:
+    """The embedder for a provider/model. Cheap: nothing loads or connects until embed().
+
+    The local model itself is loaded once per process and shared. `options` go
+    to :class:`OpenAIEmbedder` (api_key, base_url, concurrency, max_retries,
+    timeout, price_per_million, max_input_tokens).
+    """
     if provider == "local":
-        if dimensions not in (None, MODEL_SPECS[LOCAL_DEFAULT_MODEL]["dimensions"]):
-            raise ConfigError(f"the local model has {MODEL_SPECS[LOCAL_DEFAULT_MODEL]['dimensions']} dimensions; "
-                              f"remove embedding.dimensions={dimensions}")
-        key = (model or LOCAL_DEFAULT_MODEL, batch_size)
-        if key not in _LOCAL_MODELS:
-            _LOCAL_MODELS[key] = LocalEmbedder(key[0], batch_size=batch_size)
-        return _LOCAL_MODELS[key]
+        native = MODEL_SPECS[LOCAL_DEFAULT_MODEL].dimensions
+        if dimensions not in (None, native):
+            raise ConfigError(f"the local model has {native} dimensions; remove embedding.dimensions={dimensions}")
+        return LocalEmbedder(model or LOCAL_DEFAULT_MODEL, batch_size=batch_size or LOCAL_BATCH_SIZE)
     if provider == "openai":
-        return OpenAIEmbedder(settings or Settings.from_env(), model or OPENAI_DEFAULT_MODEL, dimensions)
+        settings = settings or Settings.from_env()
+        if batch_size:
+            options["batch_size"] = batch_size
+        return OpenAIEmbedder(settings, model or OPENAI_DEFAULT_MODEL, dimensions, **options)
     raise ConfigError(f"unknown embedding provider {provider!r}: use 'local' or 'openai'")
 
 
-@dataclass
-class EmbedResult:
-    total: int
-    reused: int
-    embedded: int
-    requests: int
-    seconds: float
+def embedder_for_site(emb: "EmbeddingSettings", settings: Settings | None = None) -> Embedder:
+    """The embedder a site's ``embedding`` config describes.
+
+    Key: the environment variable named by ``embedding.api_key_env`` if it is
+    not the default, else ``OPENAI_API_KEY`` / CLI / Airflow connection (via
+    Settings). Base URL: ``OPENAI_BASE_URL`` (env or CLI) over ``embedding.base_url``.
+    """
+    settings = settings or Settings.from_env()
+    if emb.provider == "local":
+        return get_embedder("local", emb.model, emb.dimensions, settings, batch_size=emb.batch_size)
+    model = emb.model or OPENAI_DEFAULT_MODEL
+    api_key = settings.openai_api_key
+    if emb.api_key_env != "OPENAI_API_KEY":
+        api_key = os.environ.get(emb.api_key_env) or api_key
+    options = dict(
+        api_key=api_key, base_url=settings.openai_base_url or emb.base_url,
+        concurrency=emb.concurrency, max_retries=emb.max_retries, timeout=emb.timeout_seconds,
+        max_input_tokens=emb.max_input_tokens,
+    )
+    if emb.batch_api:
+        from sitekb.openai_batch import BATCH_DISCOUNT, OpenAIBatchEmbedder
+
+        # A price set in the site config is taken as the batch price as given.
+        price = (emb.prices_usd_per_million[model] if model in emb.prices_usd_per_million
+                 else price_per_million(model) * BATCH_DISCOUNT)
+        return OpenAIBatchEmbedder(settings, model, emb.dimensions, price_per_million=price,
+                                   poll_seconds=emb.batch_poll_seconds,
+                                   max_wait_minutes=emb.batch_max_wait_minutes, **options)
+    return get_embedder("openai", model, emb.dimensions, settings, batch_size=emb.batch_size,
+                        price_per_million=price_per_million(model, emb), **options)
 
 
-def missing_hashes(conn: psycopg.Connection, run_id: str, model: str, dimensions: int) -> list[tuple[bytes, str]]:
-    """(text_hash, embed_text) of the run's distinct chunks that the cache does not hold."""
+def price_per_million(model: str, emb: "EmbeddingSettings | None" = None) -> float:
+    """USD per million tokens for `model`: the site's price if it sets one, else the list price, else 0."""
+    if emb is not None and model in emb.prices_usd_per_million:
+        return emb.prices_usd_per_million[model]
+    return PRICE_PER_MILLION_TOKENS.get(model, 0.0)
+
+
+# -- the cache ------------------------------------------------------------------------
+
+def missing_texts(conn: psycopg.Connection, run_id: str, model: str,
+                  dimensions: int) -> list[tuple[bytes, str, int]]:
+    """(text_hash, embed_text, token_count) of the run's distinct texts the cache lacks, shortest first.
+
+    Shortest first: consecutive texts then have similar lengths, so a local
+    model's batches carry little padding.
+    """
     return conn.execute(
-        """SELECT DISTINCT ON (c.text_hash) c.text_hash, c.embed_text
-           FROM sitekb.chunks c
-           WHERE c.run_id = %s AND NOT EXISTS (
-               SELECT 1 FROM sitekb.embedding_cache e
-               WHERE e.model = %s AND e.dimensions = %s AND e.text_hash = c.text_hash)""",
+        """SELECT text_hash, embed_text, token_count FROM (
+               SELECT DISTINCT ON (c.text_hash) c.text_hash, c.embed_text, c.token_count
+               FROM sitekb.chunks c
+               WHERE c.run_id = %s AND NOT EXISTS (
+                   SELECT 1 FROM sitekb.embedding_cache e
+                   WHERE e.model = %s AND e.dimensions = %s AND e.text_hash = c.text_hash)
+               ORDER BY c.text_hash) t
+           ORDER BY token_count, text_hash""",
         (run_id, model, dimensions),
     ).fetchall()
 
 
-def store_vectors(conn: psycopg.Connection, model: str, dimensions: int,
-                  hashes: Sequence[bytes], vectors: np.ndarray) -> None:
-    """Write one batch to the cache with binary COPY, then commit."""
+def missing_hashes(conn: psycopg.Connection, run_id: str, model: str, dimensions: int) -> list[tuple[bytes, str]]:
+    """(text_hash, embed_text) of the run's distinct texts the cache lacks."""
+    return [(digest, text) for digest, text, _ in missing_texts(conn, run_id, model, dimensions)]
+
+
+def store_vectors(conn: psycopg.Connection, model: str, dimensions: int, hashes: Sequence[bytes],
+                  vectors: np.ndarray, *, spend: "_Spend | None" = None) -> None:
+    """Write one batch to the cache with binary COPY (and its cost to the run's spend), then commit."""
     with conn.transaction():
         conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS embedding_batch "
@@ -220,27 +181,41 @@ def store_vectors(conn: psycopg.Connection, model: str, dimensions: int,
                ON CONFLICT DO NOTHING""",
             (model, dimensions),
         )
+        if spend is not None:
+            conn.execute(
+                """INSERT INTO sitekb.embedding_spend AS s
+                       (run_id, provider, model, dimensions, requests, inputs, tokens, usd)
+                   VALUES (%s, %s, %s, %s, 1, %s, %s, %s)
+                   ON CONFLICT (run_id, model, dimensions) DO UPDATE SET
+                       requests = s.requests + 1, inputs = s.inputs + excluded.inputs,
+                       tokens = s.tokens + excluded.tokens, usd = s.usd + excluded.usd, updated_at = now()""",
+                (spend.run_id, spend.provider, model, dimensions, len(hashes), spend.tokens, spend.usd),
+            )
 
 
-def embed_run(conn: psycopg.Connection, run_id: str, embedder: Embedder, batch_size: int = 64) -> EmbedResult:
-    """Embed every chunk of the run that the cache lacks, one committed batch at a time."""
-    started = time.monotonic()
-    total = conn.execute(
-        "SELECT count(DISTINCT text_hash) FROM sitekb.chunks WHERE run_id = %s", (run_id,)
-    ).fetchone()[0]
-    todo = missing_hashes(conn, run_id, embedder.model, embedder.dimensions)
-    requests = 0
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        vectors = embedder.embed([text for _, text in batch])
-        requests += 1
-        store_vectors(conn, embedder.model, embedder.dimensions, [h for h, _ in batch], vectors)
-    return EmbedResult(total=total, reused=total - len(todo), embedded=len(todo), requests=requests,
-                       seconds=time.monotonic() - started)
+@dataclass(frozen=True)
+class _Spend:
+    run_id: str
+    provider: str
+    tokens: int
+    usd: float
 
+
+def run_spend(conn: psycopg.Connection, run_id: str) -> dict:
+    """What embedding has cost this run so far, over all its attempts."""
+    requests, inputs, tokens, usd = conn.execute(
+        """SELECT coalesce(sum(requests), 0), coalesce(sum(inputs), 0), coalesce(sum(tokens), 0),
+                  coalesce(sum(usd), 0)::float8
+           FROM sitekb.embedding_spend WHERE run_id = %s""",
+        (run_id,),
+    ).fetchone()
+    return {"requests": int(requests), "inputs": int(inputs), "tokens": int(tokens), "usd": round(usd, 6)}
+
+
+# -- cost -------------------------------------------------------------------------------
 
 def estimate_cost(conn: psycopg.Connection, run_id: str, embedder: Embedder) -> dict:
-    """Texts and tokens the cache lacks for this run, and what embedding them would cost."""
+    """Texts and tokens the cache lacks for this run, what embedding them would cost, and the spend so far."""
     texts, tokens = conn.execute(
         """SELECT count(*), coalesce(sum(token_count), 0) FROM (
                SELECT DISTINCT ON (c.text_hash) c.token_count FROM sitekb.chunks c
@@ -249,6 +224,175 @@ def estimate_cost(conn: psycopg.Connection, run_id: str, embedder: Embedder) -> 
                    WHERE e.model = %s AND e.dimensions = %s AND e.text_hash = c.text_hash)) t""",
         (run_id, embedder.model, embedder.dimensions),
     ).fetchone()
-    price = 0.0 if embedder.provider == "local" else PRICE_PER_MILLION_TOKENS.get(embedder.model, 0.0)
-    return {"texts_to_embed": texts, "tokens_to_embed": int(tokens),
-            "estimated_usd": round(int(tokens) * price / 1_000_000, 6)}
+    price = _price(embedder)
+    return {"texts_to_embed": int(texts), "tokens_to_embed": int(tokens),
+            "estimated_usd": round(int(tokens) * price / 1_000_000, 6), "price_per_million_usd": price,
+            "spent_usd": run_spend(conn, run_id)["usd"]}
+
+
+def _price(embedder: Embedder) -> float:
+    return 0.0 if embedder.provider == "local" else float(getattr(embedder, "price_per_million", 0.0) or 0.0)
+
+
+def check_budget(estimate: dict, budget_usd: float | None) -> None:
+    """Raise BudgetExceeded if this run's spend so far plus the estimate would pass its budget."""
+    if budget_usd is None:
+        return
+    total = estimate.get("spent_usd", 0.0) + estimate["estimated_usd"]
+    if total > budget_usd + 1e-9:
+        spent = estimate.get("spent_usd", 0.0)
+        raise BudgetExceeded(
+            f"embedding {estimate['texts_to_embed']} texts ({estimate['tokens_to_embed']} tokens) would cost "
+            f"${estimate['estimated_usd']:.4f}"
+            + (f" on top of ${spent:.4f} already spent by this run" if spent else "")
+            + f", above the run's budget of ${budget_usd:.4f} (site config embedding.budget_usd). "
+            "Nothing more was embedded. Raise the budget, narrow the crawl, or pick a cheaper model; "
+            "everything embedded so far stays cached."
+        )
+
+
+# -- embedding a run ---------------------------------------------------------------------
+
+@dataclass
+class EmbedResult:
+    total: int            # distinct texts of the run
+    reused: int           # found in the cache
+    embedded: int         # sent to the model by this call
+    requests: int         # requests (or local forward batches) made by this call
+    seconds: float
+    tokens: int = 0       # tokens embedded by this call
+    usd: float = 0.0      # what this call cost
+    model_load_seconds: float = 0.0  # waiting for a local model to load (part of `seconds`)
+
+    @property
+    def texts_per_second(self) -> float:
+        busy = self.seconds - self.model_load_seconds
+        return round(self.embedded / busy, 1) if busy > 0 and self.embedded else 0.0
+
+
+class _InlineExecutor:
+    """An executor that runs each call at once in the calling thread (for one request at a time)."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(exc)
+        return future
+
+    def __enter__(self) -> "_InlineExecutor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _embed_batch(embedder: Embedder, texts: list[str], counts: list[int]) -> tuple[np.ndarray, int | None]:
+    with_usage = getattr(embedder, "embed_with_usage", None)
+    if with_usage is not None:
+        return with_usage(texts, counts)
+    return embedder.embed(texts), None
+
+
+def embed_run(conn: psycopg.Connection, run_id: str, embedder: Embedder, batch_size: int | None = None, *,
+              budget_usd: float | None = None, log: Callable[[str], None] | None = None) -> EmbedResult:
+    """Embed every distinct text of the run that the cache lacks; commit each request's vectors as it returns.
+
+    Up to ``embedder.concurrency`` requests are in flight. If one fails, the
+    others in flight are still awaited and stored (they are paid for), then
+    the error is raised. With a budget, no request is sent that would take
+    the run's spend past it (BudgetExceeded).
+    """
+    started = time.monotonic()
+    total = conn.execute(
+        "SELECT count(DISTINCT text_hash) FROM sitekb.chunks WHERE run_id = %s", (run_id,)
+    ).fetchone()[0]
+    todo = missing_texts(conn, run_id, embedder.model, embedder.dimensions)
+    result = EmbedResult(total=total, reused=total - len(todo), embedded=0, requests=0, seconds=0.0)
+    if not todo:
+        result.seconds = time.monotonic() - started
+        return result
+    too_long = [count for _, _, count in todo if count > embedder.max_tokens]
+    if too_long:
+        raise ConfigError(
+            f"{len(too_long)} chunks of run {run_id} have more tokens (up to {max(too_long)}) than "
+            f"{embedder.model} accepts ({embedder.max_tokens}); they were chunked for another model. "
+            "Run the chunk stage again with this embedding config."
+        )
+    warm = getattr(embedder, "warm", None)
+    if warm is not None:
+        result.model_load_seconds = warm()
+    max_inputs = min(batch_size or embedder.max_batch_inputs, embedder.max_batch_inputs)
+    batches = pack_batches([count for _, _, count in todo], max_inputs, embedder.max_batch_tokens)
+    price = _price(embedder)
+    spent = run_spend(conn, run_id)["usd"] if budget_usd is not None else 0.0
+    reserved = 0.0  # cost of requests in flight
+    last_log = time.monotonic()
+
+    def cost(tokens: int) -> float:
+        return tokens * price / 1_000_000
+
+    def store(batch: range, vectors: np.ndarray, billed: int | None) -> None:
+        nonlocal spent, last_log
+        tokens = billed if billed is not None else sum(todo[i][2] for i in batch)
+        store_vectors(conn, embedder.model, embedder.dimensions, [todo[i][0] for i in batch], vectors,
+                      spend=_Spend(run_id, embedder.provider, tokens, cost(tokens)))
+        spent += cost(tokens)
+        result.embedded += len(batch)
+        result.requests += 1
+        result.tokens += tokens
+        result.usd += cost(tokens)
+        if log is not None and time.monotonic() - last_log > 10:
+            last_log = time.monotonic()
+            log(f"embedding: {result.embedded}/{len(todo)} texts done ({result.requests} requests)")
+
+    def affordable(batch: range) -> bool:
+        if budget_usd is None:
+            return True
+        return spent + reserved + cost(sum(todo[i][2] for i in batch)) <= budget_usd + 1e-9
+
+    def over_budget(batch: range) -> BudgetExceeded:
+        left = len(todo) - result.embedded
+        return BudgetExceeded(
+            f"stopped before a request of {len(batch)} texts that would take run {run_id} past its embedding "
+            f"budget of ${budget_usd:.4f} (spent ${spent:.4f}); {left} texts are still missing. "
+            "Raise embedding.budget_usd and run again: what was embedded stays cached."
+        )
+
+    pending = iter(batches)
+    # One at a time (a local model): run in this thread, where torch's thread pool already lives.
+    pool = (ThreadPoolExecutor(max_workers=embedder.concurrency, thread_name_prefix="sitekb-embed")
+            if embedder.concurrency > 1 else _InlineExecutor())
+    with pool:
+        in_flight: dict[Future, range] = {}
+        error: BaseException | None = None
+        while True:
+            while error is None and len(in_flight) < max(1, embedder.concurrency):
+                batch = next(pending, None)
+                if batch is None:
+                    break
+                if not affordable(batch):
+                    error = over_budget(batch)
+                    break
+                reserved += cost(sum(todo[i][2] for i in batch))
+                texts = [todo[i][1] for i in batch]
+                counts = [todo[i][2] for i in batch]
+                in_flight[pool.submit(_embed_batch, embedder, texts, counts)] = batch
+            if not in_flight:
+                break
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                batch = in_flight.pop(future)
+                reserved -= cost(sum(todo[i][2] for i in batch))
+                try:
+                    vectors, billed = future.result()
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, after storing what is paid for
+                    error = error or exc
+                    continue
+                store(batch, vectors, billed)
+        if error is not None:
+            raise error
+    result.seconds = time.monotonic() - started
+    result.usd = round(result.usd, 6)
+    return result

@@ -103,6 +103,7 @@ def crawl_stage(conn: psycopg.Connection, run: Run, database_url: str) -> dict:
 
 
 def extract_stage(conn: psycopg.Connection, run: Run) -> dict:
+    from sitekb.crawl import is_text_page, text_document
     from sitekb.extract import EXTRACTOR_VERSION, extract_document, strip_nosnippet
 
     selectors = tuple(run.site.opt_out.nosnippet_selectors)
@@ -112,26 +113,30 @@ def extract_stage(conn: psycopg.Connection, run: Run) -> dict:
         # A named (server-side) cursor streams the pages; it needs a transaction.
         with conn.transaction(), conn.cursor(name="pages_of_run") as cur:
             cur.execute(
-                """SELECT url, body FROM sitekb.pages
+                """SELECT url, body, content_type FROM sitekb.pages
                    WHERE site = %s AND last_run_id = %s AND status IN (200, 304)
                      AND body IS NOT NULL AND excluded_rule IS NULL ORDER BY url""",
                 (run.site.name, run.run_id),
             )
-            for url, body in cur:
-                doc = extract_document(strip_nosnippet(body, selectors) if selectors else body, url)
+            for url, body, content_type in cur:
+                if is_text_page(content_type):  # PDF text the crawler stored, not HTML
+                    doc = text_document(body, url)
+                else:
+                    doc = extract_document(strip_nosnippet(body, selectors) if selectors else body, url)
                 if doc is None or not doc.markdown.strip():
                     empty += 1
                     continue
                 rows.append((
                     run.run_id, run.site.name, url, doc.content_hash, doc.title, doc.description, doc.author,
                     doc.published, doc.modified, doc.language, doc.canonical_url, list(doc.tags),
-                    doc.markdown, doc.word_count,
+                    doc.markdown, doc.word_count, doc.visible_words,
                 ))
         with conn.transaction():
             conn.execute("DELETE FROM sitekb.documents WHERE run_id = %s", (run.run_id,))
             with conn.cursor().copy(
                 """COPY sitekb.documents (run_id, site, url, content_hash, title, description, author,
-                       published, modified, language, canonical_url, tags, markdown, word_count)
+                       published, modified, language, canonical_url, tags, markdown, word_count,
+                       visible_words)
                    FROM STDIN"""
             ) as copy:
                 for row in rows:
@@ -141,44 +146,19 @@ def extract_stage(conn: psycopg.Connection, run: Run) -> dict:
 
 
 def validate_stage(conn: psycopg.Connection, run: Run) -> dict:
-    config = run.site.quality
+    """The document suite (sitekb.gate): accept or quarantine every document, with reasons."""
+    from sitekb import gate
+
     with stage(conn, run.run_id, "validate") as out:
-        with conn.cursor(row_factory=dict_row) as cur:
-            docs = cur.execute(
-                """SELECT url, title, markdown, word_count, language, content_hash
-                   FROM sitekb.documents WHERE run_id = %s ORDER BY length(url), url""",
-                (run.run_id,),
-            ).fetchall()
-        verdicts: dict[str, list[dict]] = {}
-        first_with_hash: dict[str, str] = {}
-        for doc in docs:
-            failures = [f.as_dict() for f in quality.check_document(doc, config)]
-            kept = first_with_hash.setdefault(doc["content_hash"], doc["url"])
-            if kept != doc["url"]:
-                failures.append(quality.Failure("duplicate", kept, None, f"same text as {kept}").as_dict())
-            verdicts[doc["url"]] = failures
-        with conn.transaction():
-            conn.execute(
-                "UPDATE sitekb.documents SET status = 'accepted', failures = '[]' WHERE run_id = %s", (run.run_id,)
-            )
-            with conn.cursor() as cur:
-                cur.executemany(
-                    """UPDATE sitekb.documents SET status = 'quarantined', failures = %s
-                       WHERE run_id = %s AND url = %s""",
-                    [(json.dumps(f), run.run_id, url) for url, f in verdicts.items() if f],
-                )
-        quarantined = {url: [f["check"] for f in fs] for url, fs in verdicts.items() if fs}
-        out.update(documents=len(docs), accepted=len(docs) - len(quarantined), quarantined=len(quarantined),
-                   quarantined_urls=quarantined)
+        out.update(gate.validate_documents(conn, run.run_id, run.site, gate.data_docs_dir(run.site, run.run_id)))
     return out
 
 
 def embedding_plan(run: Run, settings: Settings | None = None):
     """The embedder of this run's config (constructed lazily; nothing loads until embed())."""
-    from sitekb.embedding import get_embedder
+    from sitekb.embedding import embedder_for_site
 
-    emb = run.site.embedding
-    return get_embedder(emb.provider, emb.model, emb.dimensions, settings, batch_size=emb.batch_size)
+    return embedder_for_site(run.site.embedding, settings)
 
 
 def chunk_stage(conn: psycopg.Connection, run: Run, settings: Settings | None = None) -> dict:
@@ -189,10 +169,17 @@ def chunk_stage(conn: psycopg.Connection, run: Run, settings: Settings | None = 
     embedder = embedding_plan(run, settings)
     tokenizer = get_tokenizer(embedder.provider, embedder.model)
     cfg = run.site.chunking
-    config = ChunkingConfig(
-        target_tokens=cfg.target_tokens, overlap_tokens=cfg.overlap_tokens,
-        max_tokens=min(cfg.max_tokens or embedder.max_tokens, embedder.max_tokens), template=cfg.template,
-    )
+    # Never above the model's input limit, whatever the site asks; a target above it shrinks with it.
+    max_tokens = min(cfg.max_tokens or embedder.max_tokens, embedder.max_tokens)
+    try:
+        config = ChunkingConfig(
+            target_tokens=min(cfg.target_tokens, max_tokens), max_tokens=max_tokens, template=cfg.template,
+            overlap_tokens=min(cfg.overlap_tokens, min(cfg.target_tokens, max_tokens) - 1),
+        )
+    except ValueError as exc:
+        from sitekb.errors import ConfigError
+
+        raise ConfigError(f"site config `chunking` does not fit {embedder.model}: {exc}") from exc
     with stage(conn, run.run_id, "chunk") as out:
         chunks = tokens = 0
         with conn.cursor(row_factory=dict_row) as cur:
@@ -221,33 +208,40 @@ def chunk_stage(conn: psycopg.Connection, run: Run, settings: Settings | None = 
                         ))
                         chunks += 1
                         tokens += chunk.token_count
+        # The post-chunk part of the quality gate: nothing to embed, or a chunk over the model's limit.
+        from sitekb import gate
+
+        checked = gate.check_chunks(conn, run.run_id, run.site, config.max_tokens,
+                                    gate.data_docs_dir(run.site, run.run_id))
+        if checked["quarantined_after_chunking"]:
+            chunks, tokens = conn.execute(
+                "SELECT count(*), coalesce(sum(token_count), 0) FROM sitekb.chunks WHERE run_id = %s", (run.run_id,)
+            ).fetchone()
         out.update(documents=len(docs), chunks=chunks, tokens=tokens, chunker_version=CHUNKER_VERSION,
-                   tokenizer=tokenizer.name, max_tokens=config.max_tokens)
+                   tokenizer=tokenizer.name, max_tokens=config.max_tokens, **checked)
     return out
 
 
 def embed_stage(conn: psycopg.Connection, run: Run, settings: Settings | None = None,
                 log: Callable[[str], None] = print) -> dict:
-    from sitekb.embedding import embed_run, estimate_cost
+    from sitekb.embedding import check_budget, embed_run, estimate_cost
 
     embedder = embedding_plan(run, settings)
+    budget = run.site.embedding.budget_usd
     with stage(conn, run.run_id, "embed") as out:
         estimate = estimate_cost(conn, run.run_id, embedder)
         log(f"embedding: {estimate['texts_to_embed']} new texts, {estimate['tokens_to_embed']} tokens, "
-            f"estimated cost ${estimate['estimated_usd']:.4f} ({embedder.provider}:{embedder.model})")
-        budget = run.site.embedding.budget_usd
-        if budget is not None and estimate["estimated_usd"] > budget:
-            from sitekb.errors import BudgetExceeded
-
-            raise BudgetExceeded(
-                f"embedding {estimate['tokens_to_embed']} tokens would cost ${estimate['estimated_usd']:.4f}, "
-                f"above the budget of ${budget:.4f} (site config embedding.budget_usd). "
-                "Raise the budget or narrow the crawl; nothing was embedded."
-            )
-        result = embed_run(conn, run.run_id, embedder, batch_size=run.site.embedding.batch_size)
+            f"estimated cost ${estimate['estimated_usd']:.4f} at ${estimate['price_per_million_usd']}/M tokens "
+            f"({embedder.provider}:{embedder.model})" + (f", budget ${budget:.4f}" if budget is not None else ""))
+        check_budget(estimate, budget)  # before any request
+        result = embed_run(conn, run.run_id, embedder, batch_size=run.site.embedding.batch_size,
+                           budget_usd=budget, log=log)
         out.update(chunks=result.total, reused=result.reused, embedded=result.embedded,
                    requests=result.requests, model=embedder.model, dimensions=embedder.dimensions,
-                   provider=embedder.provider, **estimate)
+                   provider=embedder.provider, tokens_embedded=result.tokens, spent_usd=round(result.usd, 6),
+                   model_load_seconds=round(result.model_load_seconds, 3),
+                   texts_per_second=result.texts_per_second,
+                   **{k: v for k, v in estimate.items() if k != "spent_usd"})
     return out
 
 
@@ -286,33 +280,8 @@ def _run_totals(conn: psycopg.Connection, run: Run) -> dict:
 
 
 def diff_snapshots(conn: psycopg.Connection, old: snapshots.Snapshot | None, new: snapshots.Snapshot) -> dict:
-    """Pages added/removed/changed and chunk churn between two built snapshots."""
-    new_table = db.snapshot_table(new.table_name)
-    if old is None or old.table_name is None:
-        urls = [r[0] for r in conn.execute(sql.SQL("SELECT DISTINCT url FROM {} ORDER BY url").format(new_table))]
-        return {"against": None, "added": urls, "removed": [], "changed": [], "chunks_added": new.counts.get("chunks", 0),
-                "chunks_removed": 0}
-    old_table = db.snapshot_table(old.table_name)
-    query = sql.SQL(
-        """WITH n AS (SELECT url, array_agg(chunk_id ORDER BY chunk_id) ids FROM {new} GROUP BY url),
-                o AS (SELECT url, array_agg(chunk_id ORDER BY chunk_id) ids FROM {old} GROUP BY url)
-           SELECT coalesce(n.url, o.url),
-                  CASE WHEN o.url IS NULL THEN 'added' WHEN n.url IS NULL THEN 'removed'
-                       WHEN n.ids <> o.ids THEN 'changed' ELSE 'same' END
-           FROM n FULL JOIN o USING (url) ORDER BY 1"""
-    ).format(new=new_table, old=old_table)
-    result: dict = {"against": old.snapshot_id, "added": [], "removed": [], "changed": []}
-    for url, kind in conn.execute(query):
-        if kind != "same":
-            result[kind].append(url)
-    churn = conn.execute(
-        sql.SQL(
-            """SELECT (SELECT count(*) FROM {new} WHERE chunk_id NOT IN (SELECT chunk_id FROM {old})),
-                      (SELECT count(*) FROM {old} WHERE chunk_id NOT IN (SELECT chunk_id FROM {new}))"""
-        ).format(new=new_table, old=old_table)
-    ).fetchone()
-    result["chunks_added"], result["chunks_removed"] = churn
-    return result
+    """Pages added/removed/changed and chunk churn between two built snapshots (see snapshots.diff)."""
+    return snapshots.diff(conn, old if old is not None and old.table_name else None, new).summary()
 
 
 def golden_score(conn: psycopg.Connection, site: SiteConfig, snap: snapshots.Snapshot) -> dict:
@@ -322,7 +291,7 @@ def golden_score(conn: psycopg.Connection, site: SiteConfig, snap: snapshots.Sna
     hits, lost = 0, []
     for golden in site.golden_questions:
         expected = site.absolute(golden.expected_url)
-        passages = search_snapshot(conn, snap, golden.question, k=site.golden_k, mode="vector")
+        passages = search_snapshot(conn, snap, golden.question, k=site.golden_k, mode=site.golden_mode)
         if any(p.url == expected for p in passages):
             hits += 1
         else:
@@ -334,7 +303,8 @@ def golden_score(conn: psycopg.Connection, site: SiteConfig, snap: snapshots.Sna
 def _golden_hash(site: SiteConfig) -> str:
     import hashlib
 
-    payload = json.dumps([g.model_dump() for g in site.golden_questions] + [site.golden_k], sort_keys=True)
+    payload = json.dumps([g.model_dump() for g in site.golden_questions] + [site.golden_k, site.golden_mode],
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -357,7 +327,11 @@ def evaluate_stage(conn: psycopg.Connection, run: Run) -> dict:
         except SitekbError:
             live = None
         totals = {**_run_totals(conn, run), **snap.counts}
-        failures = quality.batch_gate(totals, live.counts if live else None, run.site.quality)
+        # The batch suite (sitekb.expectations.suites.batch_checks), validated with Great Expectations.
+        from sitekb import gate
+
+        docs_dir = gate.data_docs_dir(run.site, run.run_id)
+        failures, batch = gate.judge_batch(totals, live.counts if live else None, run.site, run.run_id, docs_dir)
         golden = golden_score(conn, run.site, snap) if run.site.golden_questions else None
         live_golden = live_golden_score(conn, run.site, live) if (golden and live) else None
         if golden and live_golden and golden["hits"] < live_golden["hits"] - run.site.golden_tolerance:
@@ -369,7 +343,9 @@ def evaluate_stage(conn: psycopg.Connection, run: Run) -> dict:
             ))
         diff = diff_snapshots(conn, live, snap)
         quality_summary = {"totals": totals, "golden": golden, "live_golden": live_golden,
-                           "failures": [f.as_dict() for f in failures]}
+                           "failures": [f.as_dict() for f in failures], "batch": batch,
+                           "documents": gate.document_summary(conn, run.run_id),
+                           "data_docs": str(docs_dir / "index.html") if docs_dir else None}
         summary_diff = {k: (len(v) if isinstance(v, list) else v) for k, v in diff.items()}
         out.update(snapshot_id=snap.snapshot_id, failures=[f.message for f in failures], golden=golden,
                    diff=summary_diff)
@@ -440,6 +416,10 @@ def run_refresh(site: str | SiteConfig, *, settings: Settings | None = None, run
         db.migrate(conn)
         run = start_run(conn, config, run_id, {"alias": alias, "full_recrawl": full_recrawl})
         try:
+            # Importing torch and loading a local model takes seconds: do it while the crawl runs.
+            prewarm = getattr(embedding_plan(run, settings), "prewarm", None)
+            if prewarm is not None:
+                prewarm()
             for name, call in (
                 ("crawl", lambda: crawl_stage(conn, run, database_url)),
                 ("extract", lambda: extract_stage(conn, run)),

@@ -1,21 +1,30 @@
-"""Document checks and the batch gate that stands between a crawl and a snapshot.
+"""What the quality gate measures: one number per check, per document and per batch.
 
-Document checks measure each extracted document (title, length, language,
-encoding damage, transcript noise, exact duplicates) and quarantine the ones
-that fail, with every failed check and its measured value; nothing is
-dropped silently. The batch gate compares a built snapshot with the live one
-(page, document and chunk counts, error and quarantine rates) and rejects it
-when the run looks broken.
+Pure functions, no database and no Great Expectations: each turns an extracted
+document (or a run's totals) into the measured values that the expectation
+suites in :mod:`sitekb.expectations` judge. Keeping the measures here and the
+thresholds in the suites means a failure always carries the value that was
+measured, and the same measures feed Data Docs, ``documents.measures`` and the
+quarantine listing.
 
-Thresholds come from the site config's ``quality`` section.
+Measures of a document: title present, word count, language (declared by the
+page, or detected from stopwords when the page says nothing or contradicts
+itself), encoding damage (U+FFFD, control characters, mojibake), boilerplate
+share (share of the page's visible words that extraction threw away), and for
+pages that look like transcripts a noise score (filler words, missing
+punctuation, repeated phrases, timestamps and ``[inaudible]`` markers).
+Duplicates are measured across the crawl by :mod:`sitekb.dedup`.
+
+Measures of a batch: page, document and chunk counts and their drop against
+the live snapshot, the error rate and the quarantine rate.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from sitekb.sites import QualityConfig
 
 MOJIBAKE = re.compile(r"Ã[\x80-\xbf©¨¢£¤¥§ª«®°±²³´µ¶·¸¹º»¼½¾¿]|â€[\x80-\xbf™œ\x9d“”˜]|Â[\xa0-\xbf]")
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -24,10 +33,26 @@ FILLERS = {"um", "uh", "erm", "er", "hmm", "mm", "ah", "like", "basically", "act
 FILLER_PHRASES = ("you know", "i mean", "sort of", "kind of")
 MARKERS = re.compile(r"\[(?:inaudible|crosstalk|music|laughter|applause|silence|unintelligible)[^\]]*\]", re.I)
 WORD = re.compile(r"[A-Za-zÀ-ÿ']+")
+# Counts words the way sitekb.extract does (runs of letters/digits), for ratios against word_count.
+_PLAIN_WORD = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
+
+# The most frequent function words of the languages a site is most likely to
+# mix up; enough to tell them apart on a few hundred words without a model.
+STOPWORDS: dict[str, frozenset[str]] = {
+    "en": frozenset("the and of to in is that for it with as on are this be by or from at not have an was we you".split()),
+    "de": frozenset("der die und das ist nicht zu den mit von sich des auf für ein eine dem im auch es wir sie".split()),
+    "fr": frozenset("le la les et des est une un du en que pour dans qui ne pas sur au avec nous vous ce".split()),
+    "es": frozenset("el la los las de y que en un una es por con para del se no al lo como más su".split()),
+    "it": frozenset("il la di e che è per un una non del della con sono gli le si da in al".split()),
+    "nl": frozenset("de het een en van is dat op te in niet voor met zijn ook die wij je om".split()),
+    "pt": frozenset("o a os as de e que do da em um uma para com não por se na no mais".split()),
+}
 
 
 @dataclass(frozen=True)
 class Failure:
+    """One failed check: its name, the measured value, the threshold, and a sentence for people."""
+
     check: str
     value: float | str | None
     threshold: float | str | None
@@ -35,6 +60,10 @@ class Failure:
 
     def as_dict(self) -> dict:
         return {"check": self.check, "value": self.value, "threshold": self.threshold, "message": self.message}
+
+
+def word_count(text: str) -> int:
+    return len(_PLAIN_WORD.findall(text or ""))
 
 
 def bad_char_ratio(text: str) -> float:
@@ -46,6 +75,7 @@ def bad_char_ratio(text: str) -> float:
 
 
 def looks_like_transcript(text: str) -> bool:
+    """Timestamps, [inaudible]-style markers or the word 'transcript' near the top."""
     lowered = text.lower()
     return len(TIMESTAMP.findall(text)) >= 3 or bool(MARKERS.search(text)) or "transcript" in lowered[:500]
 
@@ -55,6 +85,8 @@ def transcript_noise(text: str) -> float:
 
     Averages four signals: filler words per word, missing sentence punctuation,
     repeated 3-word phrases, and timestamps/[inaudible] markers per 100 words.
+    An edited transcript (speaker names, sentences, no fillers) scores low; an
+    automatic one scores high whatever its topic.
     """
     words = [w.lower() for w in WORD.findall(text)]
     if len(words) < 20:
@@ -73,54 +105,111 @@ def transcript_noise(text: str) -> float:
     return round((filler_score + punctuation_score + repetition_score + marker_score) / 4, 4)
 
 
-def check_document(doc: dict, config: QualityConfig) -> list[Failure]:
-    """Every failed check of one extracted document (an empty list means accepted)."""
-    failures = []
+def detect_language(text: str, sample_words: int = 400) -> tuple[str | None, float]:
+    """(language, share of sample words that are its stopwords), or (None, 0) when unsure.
+
+    Unsure means fewer than 30 words, under 12% stopwords, or a runner-up
+    language with more than half the winner's hits.
+    """
+    words = [w.lower() for w in WORD.findall(text)[:sample_words]]
+    if len(words) < 30:
+        return None, 0.0
+    hits = Counter({lang: sum(1 for w in words if w in stop) for lang, stop in STOPWORDS.items()})
+    (best, top), (_, second) = hits.most_common(2)
+    share = top / len(words)
+    if share < 0.12 or second > top / 2:
+        return None, round(share, 4)
+    return best, round(share, 4)
+
+
+def primary_language(tag: str | None) -> str | None:
+    """'en-GB' → 'en'; None for an empty tag."""
+    primary = (tag or "").split("-")[0].strip().lower()
+    return primary or None
+
+
+def boilerplate_share(extracted_words: int, visible_words: int | None) -> float | None:
+    """Share of the page's visible words that extraction left out (None when unknown)."""
+    if not visible_words:
+        return None
+    return round(min(1.0, max(0.0, 1 - extracted_words / visible_words)), 4)
+
+
+def measure_document(doc: Mapping) -> dict:
+    """The measured values of one extracted document (a row of the document suite).
+
+    ``doc`` has the columns of ``sitekb.documents``: url, title, markdown,
+    word_count, language, and optionally visible_words.
+    """
     text = doc.get("markdown") or ""
-    words = doc.get("word_count") or 0
-    if not (doc.get("title") or "").strip():
-        failures.append(Failure("title", None, "non-empty", "the page has no title"))
-    if words < config.min_words:
-        failures.append(Failure("min_words", words, config.min_words, f"only {words} words (thin page)"))
-    if words > config.max_words:
-        failures.append(Failure("max_words", words, config.max_words, f"{words} words is above the maximum"))
-    language = (doc.get("language") or "").split("-")[0].lower()
-    if language and config.languages and language not in config.languages:
-        failures.append(Failure("language", language, ",".join(config.languages), f"language {language!r} not allowed"))
-    ratio = round(bad_char_ratio(text), 5)
-    if ratio > config.max_bad_char_ratio:
-        failures.append(Failure("encoding", ratio, config.max_bad_char_ratio, "damaged characters (mojibake, U+FFFD)"))
-    if looks_like_transcript(text):
-        noise = transcript_noise(text)
-        if noise > config.max_transcript_noise:
-            failures.append(Failure("transcript_noise", noise, config.max_transcript_noise,
-                                    "noisy automatic transcript (fillers, no punctuation, timestamps)"))
-    return failures
+    words = doc.get("word_count")
+    words = word_count(text) if words is None else int(words)
+    declared = primary_language(doc.get("language"))
+    detected, _ = detect_language(text)
+    transcript = looks_like_transcript(text)
+    return {
+        "url": doc["url"],
+        "title": (doc.get("title") or "").strip() or None,
+        "word_count": words,
+        # A confident detection wins over the page's declaration: templates
+        # often hard-code lang="en" on every page of a multilingual site.
+        "language": detected or declared,
+        "declared_language": declared,
+        "detected_language": detected,
+        "bad_char_ratio": round(bad_char_ratio(text), 5),
+        "boilerplate_share": boilerplate_share(words, doc.get("visible_words")),
+        "looks_like_transcript": transcript,
+        "transcript_noise": transcript_noise(text) if transcript else None,
+    }
 
 
-def batch_gate(current: dict, live: dict | None, config: QualityConfig) -> list[Failure]:
-    """Failures of a run's totals against the live snapshot's (None: first snapshot)."""
-    failures = []
-    documents = current.get("documents", 0)
-    if documents < config.min_documents:
-        failures.append(Failure("min_documents", documents, config.min_documents,
-                                f"only {documents} documents passed the checks"))
+def share_dropped(before: float | None, now: float) -> float | None:
+    """How much of ``before`` is gone (0.9 = a 90% drop); None without a baseline."""
+    if not before:
+        return None
+    return round(max(0.0, (before - now) / before), 4)
+
+
+def measure_batch(current: Mapping, live: Mapping | None) -> dict:
+    """The measured values of a run's totals against the live snapshot's (None: first snapshot).
+
+    ``current``/``live`` carry pages_ok (pages fetched fine or not modified),
+    pages_seen, errors, extracted, quarantined, documents and chunks.
+    """
+    live = live or {}
     attempted = max(1, current.get("pages_seen", 0))
-    error_rate = round(current.get("errors", 0) / attempted, 4)
-    if error_rate > config.max_error_rate:
-        failures.append(Failure("error_rate", error_rate, config.max_error_rate,
-                                f"{error_rate:.0%} of fetched URLs failed"))
     extracted = max(1, current.get("extracted", 0))
-    quarantine_rate = round(current.get("quarantined", 0) / extracted, 4)
-    if quarantine_rate > config.max_quarantine_rate:
-        failures.append(Failure("quarantine_rate", quarantine_rate, config.max_quarantine_rate,
-                                f"{quarantine_rate:.0%} of documents were quarantined"))
-    if live:
-        for key, limit in (("documents", config.max_page_drop), ("chunks", config.max_chunk_drop)):
-            before, now = live.get(key, 0), current.get(key, 0)
-            if before:
-                drop = round((before - now) / before, 4)
-                if drop > limit:
-                    failures.append(Failure(f"{key}_drop", drop, limit,
-                                            f"{key} fell from {before} to {now} ({drop:.0%} drop, limit {limit:.0%})"))
-    return failures
+    return {
+        "run": "batch",
+        "pages": current.get("pages_ok", 0),
+        "documents": current.get("documents", 0),
+        "chunks": current.get("chunks", 0),
+        "live_pages": live.get("pages_ok"),
+        "live_documents": live.get("documents"),
+        "live_chunks": live.get("chunks"),
+        "pages_drop": share_dropped(live.get("pages_ok"), current.get("pages_ok", 0)),
+        "documents_drop": share_dropped(live.get("documents"), current.get("documents", 0)),
+        "chunks_drop": share_dropped(live.get("chunks"), current.get("chunks", 0)),
+        "error_rate": round(current.get("errors", 0) / attempted, 4),
+        "quarantine_rate": round(current.get("quarantined", 0) / extracted, 4),
+    }
+
+
+def check_document(doc: Mapping, config) -> list[Failure]:
+    """Every failed document check of one document, judged in plain Python.
+
+    Duplicates need the whole crawl and are judged by :mod:`sitekb.dedup`;
+    the pipeline judges through Great Expectations (:mod:`sitekb.expectations`).
+    """
+    from sitekb.expectations.suites import document_checks
+
+    row = measure_document(doc)
+    return [f for check in document_checks(config) if (f := check.judge(row)) is not None]
+
+
+def batch_gate(current: Mapping, live: Mapping | None, config) -> list[Failure]:
+    """Failures of a run's totals against the live snapshot's, judged in plain Python."""
+    from sitekb.expectations.suites import batch_checks
+
+    row = measure_batch(current, live)
+    return [f for check in batch_checks(config) if (f := check.judge(row)) is not None]

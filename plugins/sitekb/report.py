@@ -47,6 +47,7 @@ def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
         "golden": stages.get("evaluate", {}).get("golden"),
         "diff": stages.get("evaluate", {}).get("diff"),
         "stage_seconds": {name: stages[name].get("seconds") for name in STAGE_ORDER if name in stages},
+        "quality": (snap["quality"] if snap else None) or {},
     }
 
 
@@ -67,6 +68,7 @@ def format_summary(summary: dict) -> str:
         f"  embedding       {summary['embedding_model']} ({summary['dimensions']} dimensions)",
         f"  embeddings      {summary['embeddings_reused']} reused from cache, {summary['embeddings_computed']} computed",
     ]
+    lines += _quality_lines(summary.get("quality") or {})
     if summary.get("golden"):
         g = summary["golden"]
         lines.append(f"  golden          {g['hits']}/{g['asked']} questions find their page")
@@ -90,6 +92,58 @@ def format_passages(passages: list, question: str) -> str:
             lines.append(f"   {heading}")
         lines.append(f"   {p.snippet()}")
     return "\n".join(lines)
+
+
+def format_diff(diff, limit: int = 50) -> str:
+    """A snapshots.SnapshotDiff for a content owner: which pages came, went and changed, and by how much."""
+    origin = f"snapshot {diff.from_snapshot}" if diff.from_snapshot is not None else "nothing"
+    lines = [
+        f"{diff.site}: {origin} -> snapshot {diff.to_snapshot}",
+        f"  pages   {len(diff.added)} added, {len(diff.removed)} removed, {len(diff.changed)} changed, "
+        f"{diff.unchanged_pages} unchanged",
+        f"  chunks  {diff.chunks_before} -> {diff.chunks_after}: {diff.chunks_added} new, "
+        f"{diff.chunks_removed} gone ({diff.churn:.0%} churn)",
+    ]
+    for heading, pages, sign in (("Added pages", diff.added, "+"), ("Removed pages", diff.removed, "-"),
+                                 ("Changed pages", diff.changed, "~")):
+        if not pages:
+            continue
+        lines += ["", f"{heading} ({len(pages)}):"]
+        for page in pages[:limit]:
+            if sign == "~":
+                detail = (f"{page.chunks_before} -> {page.chunks_after} chunks, "
+                          f"{page.chunks_added} rewritten or new, {page.chunks_removed} replaced or gone")
+            else:
+                detail = f"{page.chunks_after if sign == '+' else page.chunks_before} chunks"
+            lines.append(f"  {sign} {page.title or '(untitled)'}  {page.url}  ({detail})")
+        if len(pages) > limit:
+            lines.append(f"  ... and {len(pages) - limit} more (--json lists all)")
+    return "\n".join(lines)
+
+
+def _quality_lines(quality: dict) -> list[str]:
+    """The quality summary stored with the snapshot: gate verdict, batch measures, failed checks, Data Docs."""
+    batch = quality.get("batch") or {}
+    if not batch:
+        return []
+    m = batch.get("measures") or {}
+
+    def pct(key: str) -> str:
+        return "n/a" if m.get(key) is None else f"{m[key]:.0%}"
+
+    verdict = "passed" if batch.get("success") else "FAILED " + ", ".join(
+        c["check"] for c in batch.get("checks", []) if not c["success"])
+    docs = quality.get("documents") or {}
+    lines = [
+        f"  quality gate    {verdict} ({batch.get('engine')}): drop vs live pages {pct('pages_drop')}, "
+        f"documents {pct('documents_drop')}, chunks {pct('chunks_drop')}; error rate {pct('error_rate')}, "
+        f"quarantine rate {pct('quarantine_rate')}",
+        f"  checks failed   {_counts(docs.get('failed_checks') or {})}"
+        + (f"; {docs['approved']} approved by content owners" if docs.get("approved") else ""),
+    ]
+    if quality.get("data_docs"):
+        lines.append(f"  data docs       {quality['data_docs']}")
+    return lines
 
 
 def _counts(values: dict) -> str:

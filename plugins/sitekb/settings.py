@@ -12,7 +12,12 @@ Environment variables read:
 ``SITEKB_EMBEDDING_PROVIDER`` ``local`` or ``openai`` (overrides the site file)
 ``SITEKB_EMBEDDING_MODEL``  model name (overrides the site file)
 ``SITEKB_EMBEDDING_DIMENSIONS`` output dimensions for models that support it
-``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` the OpenAI (or compatible) endpoint
+``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` the OpenAI (or compatible) endpoint;
+                            the base URL wins over the site file's
+                            ``embedding.base_url``, a key in the variable named by
+                            ``embedding.api_key_env`` wins over ``OPENAI_API_KEY``,
+                            and under Airflow both may come from the connection
+                            ``sitekb_openai`` (see sitekb.orchestration.tasks)
 """
 
 from __future__ import annotations

@@ -40,19 +40,80 @@ class CrawlConfig(_Strict):
     allowed_domains: list[str] = Field(default_factory=list, description="Empty: the start URLs' hosts.")
     include_patterns: list[str] = Field(default_factory=list, description="Regexes over the whole URL; empty: all.")
     exclude_patterns: list[str] = Field(default_factory=list)
-    strip_query_params: list[str] = Field(default_factory=lambda: ["utm_*", "gclid", "fbclid", "mc_cid", "mc_eid"])
+    strip_query_params: list[str] = Field(
+        default_factory=lambda: ["utm_*", "gclid", "fbclid", "msclkid", "mc_cid", "mc_eid", "_ga",
+                                 "jsessionid", "phpsessid", "sessionid", "session_id", "sid"],
+        description="Query parameters (shell patterns, case-insensitive) dropped from every URL: "
+                    "tracking and session ids, so one page is one document.",
+    )
+    sort_query_params: bool = Field(default=True, description="?b=2&a=1 and ?a=1&b=2 are one URL.")
     max_pages: int = Field(default=500, ge=1)
-    max_depth: int = Field(default=6, ge=0)
+    max_depth: int = Field(default=6, ge=0, description="Link hops from a start URL or sitemap entry.")
+    max_query_variants: int = Field(
+        default=25, ge=1, description="Distinct query strings per path (facets, calendars): the rest are traps."
+    )
+    max_url_length: int = Field(default=2000, ge=64)
+    max_segment_repeats: int = Field(
+        default=3, ge=1, description="A path segment repeated more often (/a/b/a/b/a/b) is a relative-link trap."
+    )
     max_page_bytes: int = Field(default=5_000_000, ge=1024)
+    content_types: list[str] = Field(
+        default_factory=lambda: ["text/html", "application/xhtml+xml", "application/pdf"],
+        description="Media types kept; PDF text needs the pypdf package.",
+    )
     obey_robots_txt: bool = True
     user_agent: str = "sitekb/0.1 (+https://github.com/sitekb/sitekb)"
+    contact_url: str | None = Field(
+        default=None, description="Where a site owner reaches the operator; appended to the user agent."
+    )
     concurrency_per_host: int = Field(default=4, ge=1, le=64)
     download_delay: float = Field(default=0.25, ge=0)
+    max_crawl_delay: float = Field(
+        default=30, ge=0, description="robots.txt Crawl-delay is obeyed up to this many seconds."
+    )
     timeout_seconds: float = Field(default=20, gt=0)
     retries: int = Field(default=2, ge=0, le=10)
+    retry_backoff: float = Field(default=0.5, ge=0, description="First retry wait in seconds; doubles each retry.")
+    max_retry_after: float = Field(
+        default=120, ge=0, description="A longer Retry-After (429/503) gives the URL up instead of waiting."
+    )
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    use_sitemap_lastmod: bool = Field(
+        default=True, description="Skip pages whose sitemap lastmod is not newer than the stored fetch."
+    )
+    full_recrawl_days: float | None = Field(
+        default=7, ge=0, description="A crawl is full (no conditional GET, no lastmod skip) when the last "
+                                     "full one is older than this; null: only when asked."
+    )
     allow_private_addresses: bool = Field(
         default=False, description="Fetch loopback/private hosts; only for the demo and tests."
     )
+
+    @property
+    def identity(self) -> str:
+        """The User-Agent sent: the configured one plus the contact URL."""
+        if self.contact_url and self.contact_url not in self.user_agent:
+            return f"{self.user_agent} (+{self.contact_url})"
+        return self.user_agent
+
+    @model_validator(mode="after")
+    def _identifiable(self) -> "CrawlConfig":
+        # A site owner must be able to tell who crawls and how to reach them.
+        if not re.search(r"https?://|@", self.identity):
+            raise ValueError(
+                f"user_agent {self.user_agent!r} names no contact: set crawl.contact_url "
+                "(e.g. https://example.com/bot) or put '(+URL)' in the user agent"
+            )
+        return self
+
+    @field_validator("content_types")
+    @classmethod
+    def _media_types(cls, types: list[str]) -> list[str]:
+        cleaned = [t.strip().lower() for t in types]
+        for media in cleaned:
+            if not re.match(r"^[a-z0-9.+-]+/[a-z0-9.+-]+$", media):
+                raise ValueError(f"{media!r} is not a media type such as text/html")
+        return cleaned
 
     @field_validator("include_patterns", "exclude_patterns")
     @classmethod
@@ -76,26 +137,68 @@ class OptOutConfig(_Strict):
 
 
 class QualityConfig(_Strict):
-    """Per-document and per-batch thresholds of the quality gate."""
+    """Per-document and per-batch thresholds of the quality gate (sitekb.expectations.suites).
+
+    Strict types: a threshold written as a string ("0.5") or a bool is an error, not a guess.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     min_words: int = Field(default=80, ge=0)
     max_words: int = Field(default=20_000, ge=1)
-    languages: list[str] = Field(default_factory=lambda: ["en"])
+    languages: list[str] = Field(default_factory=lambda: ["en"], description="Allowed primary language codes.")
     max_bad_char_ratio: float = Field(default=0.01, ge=0, le=1)
+    max_boilerplate_share: float = Field(
+        default=0.9, ge=0, le=1, description="Largest share of a page's visible words extraction may discard."
+    )
     max_transcript_noise: float = Field(default=0.35, ge=0, le=1)
-    near_duplicate_threshold: float = Field(default=0.8, gt=0, le=1)
+    near_duplicate_threshold: float = Field(default=0.7, gt=0, le=1, description="Jaccard over 5-word shingles.")
     max_page_drop: float = Field(default=0.5, ge=0, le=1, description="Largest share of pages that may vanish vs live.")
+    max_document_drop: float = Field(default=0.5, ge=0, le=1)
     max_chunk_drop: float = Field(default=0.5, ge=0, le=1)
     max_error_rate: float = Field(default=0.2, ge=0, le=1)
     max_quarantine_rate: float = Field(default=0.3, ge=0, le=1)
     min_documents: int = Field(default=1, ge=0)
+    data_docs: bool = Field(default=True, description="Write Great Expectations Data Docs under SITEKB_HOME/data_docs.")
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, languages: list[str]) -> list[str]:
+        for code in languages:
+            if not re.fullmatch(r"[a-z]{2,3}", code):
+                raise ValueError(f"{code!r} is not a lowercase ISO 639 language code such as 'en'")
+        return languages
+
+    @model_validator(mode="after")
+    def _word_bounds(self) -> "QualityConfig":
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
+        return self
 
 
 class ChunkingSettings(_Strict):
-    target_tokens: int = Field(default=200, ge=16)
-    overlap_tokens: int = Field(default=0, ge=0)
+    """How pages become chunks; token counts use the embedding model's own tokenizer.
+
+    ``template`` is the text that gets embedded: ``{title}`` (page title),
+    ``{heading_path}`` (e.g. "Setup > Linux", the page's h1 left out when it
+    repeats the title) and ``{text}`` (the chunk, exactly once). Budgets count
+    the whole rendered template, so no chunk ever passes ``max_tokens`` or the
+    model's input limit, whichever is lower.
+    """
+
+    target_tokens: int = Field(default=200, ge=16, description="Pack blocks up to this many tokens per chunk.")
+    overlap_tokens: int = Field(default=0, ge=0, description="Repeat this many tokens of the previous chunk.")
     max_tokens: int | None = Field(default=None, ge=16, description="Default: the embedding model's input limit.")
-    template: str = "{title}\n{heading_path}\n\n{text}"
+    template: str = Field(default="{title}\n{heading_path}\n\n{text}",
+                          description="Embedded text; fields {title}, {heading_path}, {text} (once).")
+
+    @field_validator("template")
+    @classmethod
+    def _template_is_valid(cls, template: str) -> str:
+        from sitekb.chunking import ChunkingConfig
+
+        ChunkingConfig(template=template)  # raises ValueError naming the problem
+        return template
 
     @model_validator(mode="after")
     def _overlap_below_target(self) -> "ChunkingSettings":
@@ -107,11 +210,43 @@ class ChunkingSettings(_Strict):
 
 
 class EmbeddingSettings(_Strict):
+    """Which model embeds the chunks, where it runs, and what a run may spend (see sitekb.embedding)."""
+
     provider: Literal["local", "openai"] = "local"
     model: str | None = Field(default=None, description="Default: all-MiniLM-L6-v2 (local) / text-embedding-3-small.")
-    dimensions: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=64, ge=1, le=2048)
-    budget_usd: float | None = Field(default=None, ge=0)
+    dimensions: int | None = Field(default=None, ge=1, description="text-embedding-3 models: shorter vectors.")
+    batch_size: int | None = Field(default=None, ge=1, le=2048,
+                                   description="Inputs per request/batch. Default: 64 local, 2048 openai.")
+    budget_usd: float | None = Field(default=None, ge=0, description="Most a run may spend on embedding.")
+    prices_usd_per_million: dict[str, float] = Field(
+        default_factory=dict, description="Per-model price overrides (USD per million tokens); defaults built in.")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible server; OPENAI_BASE_URL wins.")
+    api_key_env: str = Field(default="OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="Environment variable holding the API key.")
+    concurrency: int = Field(default=4, ge=1, le=32, description="Requests in flight at once (openai).")
+    max_retries: int = Field(default=5, ge=0, le=20, description="Retries per request on 429/5xx/timeouts.")
+    timeout_seconds: float = Field(default=60, gt=0, description="Per-request timeout (openai).")
+    max_input_tokens: int | None = Field(default=None, ge=16,
+                                         description="Input limit of a model sitekb does not know.")
+    batch_api: bool = Field(default=False, description="openai: OpenAI's Batch API, half price, up to 24 h.")
+    batch_poll_seconds: float = Field(default=30, gt=0, description="Batch API: seconds between status checks.")
+    batch_max_wait_minutes: float = Field(default=60, gt=0,
+                                          description="Batch API: wait this long, then let the task retry.")
+
+    @field_validator("prices_usd_per_million")
+    @classmethod
+    def _prices_not_negative(cls, prices: dict[str, float]) -> dict[str, float]:
+        for model, price in prices.items():
+            if price < 0:
+                raise ValueError(f"price of {model!r} must not be negative")
+        return prices
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError(f"{url!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+        return url
 
 
 class GoldenQuestion(_Strict):
@@ -133,6 +268,9 @@ class SiteConfig(_Strict):
     golden_questions: list[GoldenQuestion] = Field(default_factory=list)
     golden_k: int = Field(default=5, ge=1, le=100)
     golden_tolerance: int = Field(default=0, ge=0)
+    golden_mode: Literal["vector", "keyword", "hybrid"] = Field(
+        default="vector", description="Search mode the golden questions are asked in (the API's default)."
+    )
     keep_snapshots: int = Field(default=5, ge=1)
 
     @field_validator("name")

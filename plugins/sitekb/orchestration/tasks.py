@@ -6,8 +6,12 @@ gate, budget) fails the task without retry and with its message; anything
 else (lost connection, HTTP 429 after the client's own retries) is left to
 Airflow's retries.
 
-Settings read: everything :class:`sitekb.settings.Settings` reads, and the
-Airflow connection ``sitekb_db`` (a Postgres URI) when SITEKB_DATABASE_URL is unset.
+Settings read: everything :class:`sitekb.settings.Settings` reads, the
+Airflow connection ``sitekb_db`` (a Postgres URI) when SITEKB_DATABASE_URL is
+unset, and, for a site embedding with provider ``openai`` when OPENAI_API_KEY
+is unset, the Airflow connection ``sitekb_openai``: password = API key, host =
+base URL of an OpenAI-compatible server (a full URL, or host + port + schema as
+the path; extra ``{"base_url": ...}`` also works; empty = OpenAI itself).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from sitekb.settings import Settings
 # One event per published snapshot; `extra` names the site, alias and snapshot id.
 SNAPSHOT_PUBLISHED = Asset(uri="sitekb://snapshots/published", name="sitekb_snapshot_published")
 DB_CONNECTION_ID = "sitekb_db"
+OPENAI_CONNECTION_ID = "sitekb_openai"
 
 
 def _settings() -> Settings:
@@ -36,6 +41,44 @@ def _settings() -> Settings:
 
     uri = Connection.get(DB_CONNECTION_ID).get_uri().replace("postgres://", "postgresql://", 1)
     return Settings.from_env(database_url=uri)
+
+
+def openai_base_url(conn) -> str | None:
+    """The base URL an Airflow connection names: extra base_url, a URL in host, or host/port/schema."""
+    extra = conn.extra_dejson or {}
+    if extra.get("base_url"):
+        return str(extra["base_url"])
+    host = (conn.host or "").strip()
+    if not host:
+        return None
+    if "://" in host:
+        return host
+    port = f":{conn.port}" if conn.port else ""
+    path = f"/{conn.schema.strip('/')}" if conn.schema else ""
+    scheme = "http" if host in ("127.0.0.1", "localhost", "::1") else "https"
+    return f"{scheme}://{host}{port}{path}"
+
+
+def export_openai_connection() -> bool:
+    """Put the ``sitekb_openai`` connection's key and base URL in this task's environment.
+
+    The environment, not just this task's Settings, because every embedder of the
+    task reads it: the embed stage's and the one search uses for golden questions.
+    Variables already set win. Returns whether the connection exists.
+    """
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(OPENAI_CONNECTION_ID)
+    except AirflowNotFoundException:
+        return False
+    if conn.password:
+        os.environ.setdefault("OPENAI_API_KEY", conn.password)
+    base_url = openai_base_url(conn)
+    if base_url:
+        os.environ.setdefault("OPENAI_BASE_URL", base_url)
+    return True
 
 
 @contextmanager
@@ -83,6 +126,9 @@ def run_stage(name: str, run_id: str) -> dict:
     }
     with _terminal_errors(), db.connection(url) as conn:
         run = pipeline.load_run(conn, run_id)
+        if (run.site.embedding.provider == "openai" and name in ("embed", "evaluate")
+                and not os.environ.get("OPENAI_API_KEY") and export_openai_connection()):
+            settings = Settings.from_env(database_url=settings.database_url)  # the stages' lambdas see this one
         try:
             return _small(calls[name](conn, run))
         except SitekbError as exc:

@@ -1,0 +1,131 @@
+"""A small Python client for the sitekb HTTP API (`sitekb serve`), standard library only.
+
+    import sitekb
+    kb = sitekb.Client("http://127.0.0.1:8000", api_key=None, site="demo")
+    for passage in kb.search("How should we score demo requests?", k=5):
+        print(passage.rank, passage.title, passage.url, passage.heading_path)
+
+Every call maps to one endpoint of the API; errors become :class:`APIError`
+with the HTTP status and the server's explanation.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Iterator
+
+
+class APIError(Exception):
+    """The API answered with an error (status 4xx/5xx) or could not be reached (status 0)."""
+
+    def __init__(self, status: int, detail: Any):
+        self.status = status
+        self.detail = detail
+        super().__init__(f"HTTP {status}: {detail}" if status else str(detail))
+
+
+@dataclass
+class Passage:
+    rank: int
+    chunk_id: str
+    url: str
+    title: str | None
+    heading_path: list[str]
+    content: str
+    snippet: str
+    score: float
+    language: str | None = None
+    tags: list[str] = field(default_factory=list)
+    published: str | None = None
+
+
+@dataclass
+class SearchResult:
+    """The passages of one search, and the snapshot they came from. Iterable over the passages."""
+
+    query: str
+    site: str
+    mode: str
+    alias: str | None
+    snapshot_id: int
+    embedding_model: str
+    passages: list[Passage]
+
+    def __iter__(self) -> Iterator[Passage]:
+        return iter(self.passages)
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def __getitem__(self, index: int) -> Passage:
+        return self.passages[index]
+
+
+class Client:
+    """Talks to one sitekb API server."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, *,
+                 site: str | None = None, timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.site = site
+        self.timeout = timeout
+
+    def search(self, query: str, k: int = 5, *, site: str | None = None, mode: str | None = None,
+               alias: str | None = None, snapshot: int | None = None, url_prefix: str | None = None,
+               tags: list[str] | None = None, language: str | None = None,
+               published_after: date | str | None = None, published_before: date | str | None = None) -> SearchResult:
+        """Top-k passages for ``query``; the server's default mode (hybrid) unless ``mode`` is given."""
+        filters = {key: (value.isoformat() if isinstance(value, date) else value) for key, value in {
+            "url_prefix": url_prefix, "tags": tags, "language": language,
+            "published_after": published_after, "published_before": published_before}.items() if value is not None}
+        body: dict[str, Any] = {"query": query, "k": k}
+        for key, value in (("site", site or self.site), ("mode", mode), ("alias", alias), ("snapshot", snapshot)):
+            if value is not None:
+                body[key] = value
+        if filters:
+            body["filters"] = filters
+        data = self._request("POST", "/v1/search", body)
+        passages = [Passage(**p) for p in data.pop("results")]
+        return SearchResult(passages=passages, **data)
+
+    def snapshots(self, site: str | None = None) -> list[dict]:
+        """The snapshots a frontend may query, newest first."""
+        query = f"?{urllib.parse.urlencode({'site': site})}" if site else ""
+        return self._request("GET", f"/v1/snapshots{query}")
+
+    def snapshot(self, snapshot_id: int) -> dict:
+        return self._request("GET", f"/v1/snapshots/{int(snapshot_id)}")
+
+    def ready(self) -> bool:
+        """Whether the server and its database are ready to answer."""
+        try:
+            return self._request("GET", "/readyz").get("status") == "ready"
+        except APIError:
+            return False
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> Any:
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read()).get("detail")
+            except (ValueError, AttributeError):
+                detail = exc.reason
+            raise APIError(exc.code, detail) from None
+        except urllib.error.URLError as exc:
+            raise APIError(0, f"cannot reach {self.base_url}: {exc.reason}") from None

@@ -1,0 +1,1 @@
+"""Subcommand families of the `sitekb` CLI, one module each (see cli.EXTRA_COMMANDS)."""

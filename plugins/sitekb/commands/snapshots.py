@@ -1,0 +1,290 @@
+"""Snapshot and query commands of the `sitekb` CLI.
+
+    sitekb snapshots list [--site S] [--json]       snapshots with state, aliases, pin
+    sitekb snapshots show ID                         one snapshot's full record (JSON)
+    sitekb snapshots history [--site S] [--alias A] [--json]
+                                                     every alias move: who, when, from, to, why
+    sitekb snapshots diff A B [--json]               pages added/removed/changed, chunk churn
+    sitekb snapshots pin ID / unpin ID               keep a snapshot through retention (or not)
+    sitekb snapshots prune --site S [--keep N]       apply retention now
+    sitekb publish ID [--alias production] [--reason TEXT]
+    sitekb rollback [--site S] [--alias production] [--reason TEXT]
+    sitekb search QUESTION [--site S] [--mode vector|keyword|hybrid] [--alias A | --snapshot ID]
+    sitekb serve [--host 127.0.0.1] [--port 8000] [--api-key KEY ...]
+
+Settings read: ``SITEKB_API_KEYS`` (serve; comma-separated keys) besides the
+database settings every command reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+
+from sitekb.errors import ConfigError
+from sitekb.settings import Settings
+
+MODES = ("vector", "keyword", "hybrid")
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _connect(settings: Settings):
+    from sitekb import db
+
+    return db.open_database(settings)
+
+
+# -- snapshots --------------------------------------------------------------
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import snapshots
+
+    conn = _connect(settings)
+    try:
+        rows = snapshots.list_snapshots(conn, args.site)
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'id':>5}  {'site':12} {'state':10} {'chunks':>7}  {'model':24} {'created':20} aliases")
+    for r in rows:
+        marks = ", ".join(r["aliases"]) + ("  [pinned]" if r["pinned"] else "")
+        print(f"{r['snapshot_id']:>5}  {r['site']:12} {r['state']:10} {r['counts'].get('chunks', 0):>7}  "
+              f"{r['embedding_model']:24} {r['created_at']:%Y-%m-%d %H:%M:%S}  {marks}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import snapshots
+
+    conn = _connect(settings)
+    try:
+        _print_json(snapshots.get(conn, args.snapshot_id).as_dict())
+    finally:
+        conn.close()
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import snapshots
+
+    conn = _connect(settings)
+    try:
+        rows = snapshots.history(conn, args.site, args.alias, limit=args.limit)
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no alias has moved yet")
+    for r in rows:
+        origin = r["from_snapshot"] if r["from_snapshot"] is not None else "(none)"
+        print(f"{r['moved_at']:%Y-%m-%d %H:%M:%S}  {r['site']}/{r['alias']}: {origin} -> {r['to_snapshot']}  "
+              f"by {r['actor']}" + (f"  ({r['reason']})" if r["reason"] else ""))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import report, snapshots
+
+    conn = _connect(settings)
+    try:
+        old, new = snapshots.get(conn, args.old), snapshots.get(conn, args.new)
+        if old.site != new.site:
+            raise ConfigError(f"snapshot {old.snapshot_id} is of site {old.site!r} and {new.snapshot_id} of "
+                              f"{new.site!r}; compare two snapshots of one site")
+        result = snapshots.diff(conn, old, new)
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        print(report.format_diff(result, limit=args.limit))
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import snapshots
+
+    pinned = args.action == "pin"
+    conn = _connect(settings)
+    try:
+        snap = snapshots.set_pinned(conn, args.snapshot_id, pinned)
+    finally:
+        conn.close()
+    print(f"snapshot {snap.snapshot_id} of {snap.site} is {'pinned: retention keeps it' if pinned else 'unpinned'}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import snapshots
+    from sitekb.sites import load_site
+
+    keep = args.keep if args.keep is not None else load_site(args.site).keep_snapshots
+    conn = _connect(settings)
+    try:
+        dropped = snapshots.apply_retention(conn, args.site, keep)
+    finally:
+        conn.close()
+    print(f"kept the newest {keep} snapshots of {args.site} plus aliased and pinned ones; "
+          f"dropped {', '.join(map(str, dropped)) if dropped else 'none'}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import snapshots
+
+    conn = _connect(settings)
+    try:
+        previous = snapshots.publish(conn, args.snapshot_id, args.alias, reason=args.reason or "manual publish")
+    finally:
+        conn.close()
+    print(f"alias {args.alias} -> snapshot {args.snapshot_id} (was {previous})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import snapshots
+
+    conn = _connect(settings)
+    try:
+        old, new = snapshots.rollback(conn, args.site, args.alias, reason=args.reason or "rollback")
+    finally:
+        conn.close()
+    print(f"rolled back {args.site}/{args.alias}: snapshot {old} -> {new}")
+    return 0
+
+
+# -- search -----------------------------------------------------------------
+
+def _filters(args: argparse.Namespace):
+    from sitekb.search import Filters
+
+    return Filters(url_prefix=args.url_prefix, tags=tuple(args.tag) if args.tag else None, language=args.language,
+                   published_after=args.published_after, published_before=args.published_before)
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import report
+    from sitekb.search import search
+
+    conn = _connect(settings)
+    try:
+        snap, passages = search(conn, args.site, args.question, k=args.k, mode=args.mode,
+                                alias=None if args.snapshot else args.alias, snapshot_id=args.snapshot,
+                                filters=_filters(args))
+    finally:
+        conn.close()
+    if args.json:
+        _print_json({"query": args.question, "site": args.site, "snapshot_id": snap.snapshot_id,
+                     "model": snap.embedding_model, "mode": args.mode,
+                     "results": [p.as_dict() for p in passages]})
+    else:
+        print(f"snapshot {snap.snapshot_id} of {args.site} ({snap.embedding_model}, {args.mode} search)")
+        print(report.format_passages(passages, args.question))
+    return 0
+
+
+# -- serve ------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("`sitekb serve` needs the serve extra: pip install 'sitekb[serve]'") from None
+    from sitekb import api, db
+
+    url = db.database_url(settings)
+    with db.connection(url) as conn:
+        db.migrate(conn)
+    app = api.create_app(url, api_keys=api.keys_from(args.api_key))
+    print(f"sitekb API and search page on http://{args.host}:{args.port}/ "
+          f"(OpenAPI at /openapi.json{'; API keys required' if app.state.api_keys else ''})", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2024-05-31") from None
+
+
+def register(sub) -> None:
+    snaps = sub.add_parser("snapshots", help="list snapshots, show one, diff two, pin, prune, or the alias history")
+    snaps_sub = snaps.add_subparsers(dest="action", required=True, metavar="ACTION")
+    lst = snaps_sub.add_parser("list", help="snapshots with their state, aliases and pin")
+    lst.add_argument("--site", help="only this site")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.set_defaults(func=cmd_list)
+    show = snaps_sub.add_parser("show", help="one snapshot's full record as JSON")
+    show.add_argument("snapshot_id", type=int, help="snapshot id")
+    show.set_defaults(func=cmd_show)
+    hist = snaps_sub.add_parser("history", help="every alias move: who, when, from, to, why")
+    hist.add_argument("--site", help="only this site")
+    hist.add_argument("--alias", help="only this alias")
+    hist.add_argument("--limit", type=int, default=50, help="newest N moves (default 50)")
+    hist.add_argument("--json", action="store_true", help="machine-readable output")
+    hist.set_defaults(func=cmd_history)
+    diff = snaps_sub.add_parser("diff", help="pages added, removed and changed, and chunk churn, from A to B")
+    diff.add_argument("old", type=int, metavar="A", help="the older snapshot id")
+    diff.add_argument("new", type=int, metavar="B", help="the newer snapshot id")
+    diff.add_argument("--limit", type=int, default=50, help="pages listed per kind (default 50; --json lists all)")
+    diff.add_argument("--json", action="store_true", help="every page with its chunk counts, as JSON")
+    diff.set_defaults(func=cmd_diff)
+    for action, text in (("pin", "keep a snapshot through retention"), ("unpin", "let retention drop it again")):
+        pin = snaps_sub.add_parser(action, help=text)
+        pin.add_argument("snapshot_id", type=int, help="snapshot id")
+        pin.set_defaults(func=cmd_pin)
+    prune = snaps_sub.add_parser("prune", help="apply retention now: drop old unaliased, unpinned snapshots")
+    prune.add_argument("--site", required=True, help="site whose snapshots to prune")
+    prune.add_argument("--keep", type=int, help="newest N to keep (default: the site config's keep_snapshots)")
+    prune.set_defaults(func=cmd_prune)
+
+    pub = sub.add_parser("publish", help="point an alias at a snapshot (atomic, recorded in the history)")
+    pub.add_argument("snapshot_id", type=int, help="snapshot id (validated or previously published)")
+    pub.add_argument("--alias", default="production", help="alias to move (default: production)")
+    pub.add_argument("--reason", default="", help="why, for the history")
+    pub.set_defaults(func=cmd_publish)
+
+    rb = sub.add_parser("rollback", help="move an alias back to its previous snapshot (atomic)")
+    rb.add_argument("--site", default="demo", help="site (default: demo)")
+    rb.add_argument("--alias", default="production", help="alias to move back (default: production)")
+    rb.add_argument("--reason", default="", help="why, for the history")
+    rb.set_defaults(func=cmd_rollback)
+
+    search = sub.add_parser("search", help="top passages with their source URLs from a published snapshot")
+    search.add_argument("question", help="the question, in plain words")
+    search.add_argument("--site", default="demo", help="site (default: demo)")
+    search.add_argument("--k", type=int, default=5, help="how many passages (1-100)")
+    search.add_argument("--mode", choices=MODES, default="vector",
+                        help="vector (default), keyword (full-text) or hybrid (both, fused by reciprocal rank)")
+    search.add_argument("--alias", default="production", help="alias to read (default: production)")
+    search.add_argument("--snapshot", type=int, help="pin a snapshot id instead of an alias")
+    search.add_argument("--url-prefix", help="only pages whose URL starts with this")
+    search.add_argument("--tag", action="append", help="only pages with this tag (repeat: any of them)")
+    search.add_argument("--language", help="only pages in this language (en also matches en-GB)")
+    search.add_argument("--published-after", type=_date, help="only pages published on or after this date")
+    search.add_argument("--published-before", type=_date, help="only pages published on or before this date")
+    search.add_argument("--json", action="store_true", help="machine-readable results")
+    search.set_defaults(func=cmd_search)
+
+    serve = sub.add_parser("serve", help="the HTTP query API and search page (FastAPI)",
+                           description="Serve POST /v1/search, GET /v1/snapshots, /healthz, /readyz, the OpenAPI "
+                                       "spec at /openapi.json and a search page at /. Binds to 127.0.0.1 unless "
+                                       "told otherwise.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--api-key", action="append",
+                       help="require this API key (repeatable; adds to SITEKB_API_KEYS); none: open access")
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                       help="uvicorn log level")
+    serve.set_defaults(func=cmd_serve)

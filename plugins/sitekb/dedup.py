@@ -1,0 +1,203 @@
+"""Exact and near-duplicate documents across one crawl, keeping the canonical copy.
+
+Exact duplicates share the same normalized word sequence. Near duplicates are
+found with MinHash over 5-word shingles and a MinHash LSH index (datasketch):
+each document is hashed once and queried once against the index, so the work
+grows with the number of documents, not with the number of pairs. Candidate
+pairs from the index (tuned a little below the threshold, for recall) are
+confirmed with the exact Jaccard similarity of their shingle sets against the
+configured threshold (``quality.near_duplicate_threshold``).
+
+Connected documents form a cluster; the cluster keeps one canonical copy:
+the document the others name as their ``rel=canonical`` target, else one that
+passes the other document checks, else one that names itself, else the
+shortest URL (then the alphabetically first). Every
+other member is reported with the copy it duplicates and how similar it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+SHINGLE_WORDS = 5
+NUM_PERM = 128
+LSH_MARGIN = 0.15
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# Odd 32-bit multiplier for the rolling shingle hash (any odd constant works).
+_MULTIPLIER = np.uint64(0x9E3779B1)
+_MASK32 = np.uint64(0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class Text:
+    """What dedup needs of a document."""
+
+    url: str
+    text: str
+    canonical_url: str | None = None
+    # False when the document fails other checks: a healthy copy is kept over a damaged one.
+    healthy: bool = True
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """``url`` repeats ``of`` (the kept copy), with the estimated Jaccard similarity."""
+
+    url: str
+    of: str
+    similarity: float
+    exact: bool
+
+
+def _normalize_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", parts.query, ""))
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+class _WordHashes(dict):
+    """crc32 of each distinct word, computed once per corpus (words repeat a lot)."""
+
+    def __missing__(self, word: str) -> int:
+        value = self[word] = zlib.crc32(word.encode("utf-8"))
+        return value
+
+
+def shingle_hashes(tokens: Sequence[str], size: int = SHINGLE_WORDS, word_hashes: dict | None = None) -> np.ndarray:
+    """32-bit hashes of every run of ``size`` words (the whole text when shorter), sorted and unique."""
+    if not tokens:
+        return np.zeros(0, dtype=np.uint64)
+    cache = word_hashes if word_hashes is not None else _WordHashes()
+    # One hash per word, then a polynomial rolling combination in numpy: no
+    # Python-level work per shingle.
+    hashed = np.fromiter(map(cache.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
+    span = min(size, len(tokens))
+    count = len(tokens) - span + 1
+    combined = np.zeros(count, dtype=np.uint64)
+    for offset in range(span):
+        combined = (combined * _MULTIPLIER + hashed[offset : offset + count]) & _MASK32
+    return np.unique(combined)
+
+
+@functools.lru_cache(maxsize=4)
+def _permutations(num_perm: int):
+    from datasketch import MinHash
+
+    return MinHash(num_perm=num_perm, seed=1).permutations
+
+
+def _minhash(hashes: np.ndarray, num_perm: int):
+    from datasketch import MinHash
+
+    # Reusing the permutations saves drawing num_perm random pairs per document.
+    signature = MinHash(num_perm=num_perm, hashfunc=int, permutations=_permutations(num_perm), scheme="affine32")
+    if len(hashes):
+        signature.update_batch(hashes.tolist())
+    return signature
+
+
+class _Clusters:
+    """Union-find over document indexes."""
+
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _canonical(members: list[int], docs: Sequence[Text]) -> int:
+    urls = {i: _normalize_url(docs[i].url) for i in members}
+    targets = {_normalize_url(docs[i].canonical_url) for i in members if docs[i].canonical_url}
+
+    def rank(i: int) -> tuple:
+        named_by_others = urls[i] in targets
+        names_itself = _normalize_url(docs[i].canonical_url) == urls[i]
+        return (not named_by_others, not docs[i].healthy, not names_itself, len(docs[i].url), docs[i].url)
+
+    return min(members, key=rank)
+
+
+def find_duplicates(docs: Sequence[Text], threshold: float = 0.8, *, num_perm: int = NUM_PERM,
+                    shingle_words: int = SHINGLE_WORDS) -> dict[str, Duplicate]:
+    """Every document that repeats another one, keyed by URL; canonical copies are absent."""
+    from datasketch import MinHashLSH
+
+    tokens = [words(d.text) for d in docs]
+    word_hashes = _WordHashes()
+    clusters = _Clusters(len(docs))
+    exact_group: dict[str, int] = {}
+    representatives: list[int] = []
+    for i, toks in enumerate(tokens):
+        key = hashlib.sha256(" ".join(toks).encode("utf-8")).hexdigest()
+        first = exact_group.setdefault(key, i)
+        if first != i:
+            clusters.union(first, i)
+        else:
+            representatives.append(i)
+
+    shingles: dict[int, np.ndarray] = {}
+    if threshold < 1.0 and len(representatives) > 1:
+        # The index runs a little below the threshold so that pairs near it still
+        # become candidates despite MinHash's estimation error; each candidate is
+        # then confirmed with its exact shingle Jaccard.
+        lsh = MinHashLSH(threshold=max(0.05, threshold - LSH_MARGIN), num_perm=num_perm)
+        for i in representatives:
+            shingles[i] = shingle_hashes(tokens[i], shingle_words, word_hashes)
+            signature = _minhash(shingles[i], num_perm)
+            for other in lsh.query(signature):
+                if jaccard(shingles[i], shingles[other]) >= threshold:
+                    clusters.union(other, i)
+            lsh.insert(i, signature)
+
+    groups: dict[int, list[int]] = {}
+    for i in range(len(docs)):
+        groups.setdefault(clusters.find(i), []).append(i)
+    result: dict[str, Duplicate] = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        keep = _canonical(members, docs)
+        for i in members:
+            if i == keep:
+                continue
+            exact = tokens[i] == tokens[keep]
+            if exact:
+                similarity = 1.0
+            else:
+                a = shingles.get(i)
+                b = shingles.get(keep)
+                a = shingle_hashes(tokens[i], shingle_words) if a is None else a
+                b = shingle_hashes(tokens[keep], shingle_words) if b is None else b
+                similarity = round(jaccard(a, b), 4)
+            result[docs[i].url] = Duplicate(docs[i].url, docs[keep].url, similarity, exact)
+    return result
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two sorted, unique shingle-hash arrays."""
+    if not len(a) and not len(b):
+        return 1.0
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared / (len(a) + len(b) - shared)

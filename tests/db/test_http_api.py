@@ -1,0 +1,257 @@
+"""The HTTP API (`sitekb serve`) and the Python client, served by uvicorn on 127.0.0.1.
+
+One module-scoped database holds a small snapshot embedded with the bundled
+model, so questions have known answers and the query is embedded for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+from psycopg.conninfo import make_conninfo
+
+import sitekb
+from sitekb import api, db, snapshots
+from sitekb.client import APIError
+from sitekb.search import embed_query
+from tests.conftest import _reset_schema
+from tests.db.factory import READER_PASSWORD, TOPICS, make_snapshot, random_pages, running_server
+
+QUESTIONS = {
+    "What complaint rate does Gmail allow for bulk senders?": "https://kb.example/email.html",
+    "How many points does a demo request add to a lead score?": "https://kb.example/lead-scoring.html",
+    "When should we rehearse with webinar speakers?": "https://kb.example/webinars.html",
+    "How long should an A/B test run?": "https://kb.example/ab-tests.html",
+}
+
+
+@pytest.fixture(scope="module")
+def kb(database_server):
+    _reset_schema(database_server)
+    with db.connection(database_server) as conn:
+        db.migrate(conn)
+        live = make_snapshot(conn, "kb", TOPICS, embed=True, publish_as="production")
+        hidden = make_snapshot(conn, "kb", TOPICS[:2], embed=True, seed=9)          # validated, never published
+        conn.execute(f"ALTER ROLE sitekb_reader PASSWORD '{READER_PASSWORD}'")
+    reader_url = make_conninfo(database_server, user="sitekb_reader", password=READER_PASSWORD)
+    # The server connects as the read-only role: all it needs is the SQL API.
+    with running_server(api.create_app(reader_url)) as base:
+        yield {"base": base, "live": live, "hidden": hidden, "admin_url": database_server, "reader_url": reader_url}
+
+
+def _call(base: str, path: str, body=None, headers: dict | None = None) -> tuple[int, dict]:
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(base + path, data=data, method="POST" if data is not None else "GET",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_search_answers_with_citations_and_the_snapshot_version(kb):
+    status, body = _call(kb["base"], "/v1/search", {"query": "What complaint rate does Gmail allow for bulk "
+                                                             "senders?", "site": "kb", "k": 3})
+    assert status == 200, body
+    assert (body["site"], body["alias"], body["mode"], body["snapshot_id"]) == \
+        ("kb", "production", "vector", kb["live"].snapshot_id)
+    assert body["embedding_model"] == "all-MiniLM-L6-v2"
+    top = body["results"][0]
+    assert top["url"] == "https://kb.example/email.html" and top["title"] == "Email deliverability"
+    assert top["heading_path"] == ["Email", "Deliverability"] and "0.3 percent" in top["content"]
+    assert top["rank"] == 1 and top["snippet"] and len(body["results"]) == 3
+
+
+def test_http_and_sql_api_return_the_same_passages(kb):
+    reader = psycopg.connect(kb["reader_url"], autocommit=True)
+    register_vector(reader)
+    try:
+        for question, expected_url in QUESTIONS.items():
+            vector = embed_query("local", "all-MiniLM-L6-v2", 384, question)
+            for mode in ("vector", "keyword", "hybrid"):
+                status, body = _call(kb["base"], "/v1/search", {"query": question, "site": "kb", "k": 4,
+                                                                "mode": mode})
+                assert status == 200, body
+                rows = reader.execute(
+                    "SELECT chunk_id, rank, url, score, snapshot_id FROM sitekb_api.search('kb', query => %s, "
+                    "query_embedding => %s, k => 4, mode => %s)", (question, vector, mode)).fetchall()
+                http = [(r["chunk_id"], r["rank"], r["url"]) for r in body["results"]]
+                assert http == [(r[0], r[1], r[2]) for r in rows], (question, mode)
+                assert [r["score"] for r in body["results"]] == pytest.approx([r[3] for r in rows], abs=1e-6)
+                assert {r[4] for r in rows} == {body["snapshot_id"]}
+            assert body["results"][0]["url"] == expected_url   # hybrid, too, finds the page
+    finally:
+        reader.close()
+
+
+def test_filters_over_http(kb):
+    status, body = _call(kb["base"], "/v1/search", {
+        "query": "spam", "site": "kb", "k": 10, "mode": "keyword",
+        "filters": {"url_prefix": "https://kb.example/forms", "tags": ["web"], "language": "en"}})
+    assert status == 200, body
+    assert [r["url"] for r in body["results"]] == ["https://kb.example/forms.html"] * 2
+    status, body = _call(kb["base"], "/v1/search", {
+        "query": "webinar speakers", "site": "kb", "k": 10, "mode": "vector",
+        "filters": {"published_before": "2023-12-31"}})
+    assert status == 200 and {r["url"] for r in body["results"]} == {"https://kb.example/webinars.html"}
+
+
+def test_snapshots_endpoints_show_only_queryable_snapshots(kb):
+    status, listed = _call(kb["base"], "/v1/snapshots?site=kb")
+    assert status == 200
+    assert [s["snapshot_id"] for s in listed] == [kb["live"].snapshot_id]
+    assert listed[0]["aliases"] == ["production"] and listed[0]["dimensions"] == 384
+    status, one = _call(kb["base"], f"/v1/snapshots/{kb['live'].snapshot_id}")
+    assert status == 200 and one["state"] == "published" and one["chunks"] == 12
+    status, problem = _call(kb["base"], f"/v1/snapshots/{kb['hidden'].snapshot_id}")
+    assert status == 404 and "not available" in problem["detail"]
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"query": "", "site": "kb"}, 422, "query"),
+    ({"query": "   ", "site": "kb"}, 422, "blank"),
+    ({"query": "x", "site": "kb", "k": 0}, 422, "k"),
+    ({"query": "x", "site": "kb", "k": 101}, 422, "k"),
+    ({"query": "x", "site": "kb", "mode": "fuzzy"}, 422, "mode"),
+    ({"query": "x", "site": "kb", "colour": "red"}, 422, "colour"),
+    ({"query": "x", "site": "kb", "alias": "production", "snapshot": 1}, 422, "not both"),
+    ({"query": "x", "site": "kb", "filters": {"published_after": "last week"}}, 422, "published_after"),
+    ({"query": "x", "site": "kb", "filters": {"published_after": "2024-02-01",
+                                              "published_before": "2024-01-01"}}, 422, "later than"),
+    ({"query": "x", "site": "Bad Site!"}, 422, "site"),
+    ({"query": "x", "site": "nosuchsite"}, 404, "no snapshot published as production"),
+    ({"query": "x", "site": "kb", "alias": "staging"}, 404, "no snapshot published as staging"),
+    ({"query": "x", "site": "kb", "snapshot": 999999}, 404, "not available"),
+    (b"{not json", 422, "json"),
+])
+def test_bad_input_gets_a_clear_4xx(kb, body, status, words):
+    got, problem = _call(kb["base"], "/v1/search", body)
+    assert got == status, problem
+    assert words.lower() in json.dumps(problem).lower()
+
+
+def test_a_pinned_unpublished_snapshot_is_refused(kb):
+    got, problem = _call(kb["base"], "/v1/search", {"query": "spam", "site": "kb",
+                                                    "snapshot": kb["hidden"].snapshot_id})
+    assert got == 404 and f"snapshot {kb['hidden'].snapshot_id} is not available" in problem["detail"]
+
+
+def test_health_readiness_and_openapi(kb):
+    assert _call(kb["base"], "/healthz") == (200, {"status": "ok", "version": sitekb.__version__})
+    status, ready = _call(kb["base"], "/readyz")
+    assert status == 200 and ready["status"] == "ready" and ready["schema_version"] == api.expected_schema_version()
+    status, spec = _call(kb["base"], "/openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.")
+    assert {"/v1/search", "/v1/snapshots", "/v1/snapshots/{snapshot_id}", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert "SearchRequest" in spec["components"]["schemas"]
+    with urllib.request.urlopen(kb["base"] + "/", timeout=30) as page:
+        html = page.read().decode()
+    assert "<form" in html and "/v1/search" in html
+    assert "src=" not in html and 'href="http' not in html and "@import" not in html   # no external assets
+
+
+def test_readiness_and_search_report_a_database_that_is_down():
+    app = api.create_app("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+    app.state.pool.timeout = 2
+    with running_server(app) as base:
+        status, body = _call(base, "/readyz")
+        assert status == 503 and body["status"] == "unavailable"
+        status, body = _call(base, "/v1/search", {"query": "x", "site": "kb"})
+        assert status == 503 and "not reachable" in body["detail"]
+        assert _call(base, "/healthz")[0] == 200
+
+
+def test_api_keys_guard_the_v1_endpoints(kb, monkeypatch):
+    monkeypatch.setenv("SITEKB_API_KEYS", "alpha, beta")
+    keys = api.keys_from(["gamma"])
+    assert keys == ["alpha", "beta", "gamma"]
+    with running_server(api.create_app(kb["reader_url"], api_keys=keys)) as base:
+        body = {"query": "lead score", "site": "kb", "mode": "keyword"}
+        status, problem = _call(base, "/v1/search", body)
+        assert status == 401 and "Authorization: Bearer" in problem["detail"]
+        assert _call(base, "/v1/search", body, {"Authorization": "Bearer wrong"})[0] == 401
+        assert _call(base, "/v1/search", body, {"Authorization": "Bearer beta"})[0] == 200
+        assert _call(base, "/v1/search", body, {"X-API-Key": "gamma"})[0] == 200
+        assert _call(base, "/v1/snapshots")[0] == 401
+        assert _call(base, "/healthz")[0] == 200   # probes stay open
+        with pytest.raises(APIError) as denied:
+            sitekb.Client(base).search("lead score")
+        assert denied.value.status == 401
+        assert len(sitekb.Client(base, api_key="alpha").search("lead score", site="kb", k=2)) == 2
+
+
+def test_python_client(kb):
+    client = sitekb.Client(kb["base"])
+    result = client.search("How many points does a demo request add to a lead score?", k=3)  # the only site
+    assert result.site == "kb" and result.snapshot_id == kb["live"].snapshot_id and result.mode == "vector"
+    assert result[0].url == "https://kb.example/lead-scoring.html" and result[0].heading_path[0] == "Lead scoring"
+    assert [p.rank for p in result] == [1, 2, 3]
+    pinned = client.search("webinar", k=2, site="kb", mode="keyword", snapshot=kb["live"].snapshot_id,
+                           tags=["events"])
+    assert pinned.alias is None and {p.url for p in pinned} == {"https://kb.example/webinars.html"}
+    assert client.search("webinar", mode="keyword", snapshot=kb["live"].snapshot_id).site == "kb"  # site implied
+    assert [s["snapshot_id"] for s in client.snapshots("kb")] == [kb["live"].snapshot_id]
+    assert client.snapshot(kb["live"].snapshot_id)["site"] == "kb"
+    assert client.ready() is True
+    with pytest.raises(APIError) as missing:
+        client.search("x", site="nosuchsite")
+    assert missing.value.status == 404 and "nosuchsite" in str(missing.value)
+    with pytest.raises(APIError) as unreachable:
+        sitekb.Client("http://127.0.0.1:9", timeout=5).search("x")
+    assert unreachable.value.status == 0
+
+
+def test_site_may_be_left_out_only_when_one_site_is_published(kb):
+    with db.connection(kb["admin_url"]) as conn:
+        other = make_snapshot(conn, "other", random_pages("other"), dims=384, publish_as="production")
+        try:
+            status, problem = _call(kb["base"], "/v1/search", {"query": "x", "mode": "keyword"})
+            assert status == 422 and "kb, other" in problem["detail"]
+        finally:
+            conn.execute("DELETE FROM sitekb.alias_events WHERE site = 'other'")
+            conn.execute("DELETE FROM sitekb.aliases WHERE site = 'other'")
+            snapshots.set_state(conn, other.snapshot_id, "rejected")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sitekb_serve_command_binds_to_loopback(kb, tmp_path):
+    port = _free_port()
+    env = dict(os.environ, SITEKB_DATABASE_URL=kb["admin_url"], SITEKB_HOME=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "sitekb.cli", "serve", "--port", str(port), "--log-level",
+                             "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            try:
+                status, ready = _call(f"http://127.0.0.1:{port}", "/readyz")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if proc.poll() is not None:
+                    raise AssertionError(proc.stderr.read()) from None
+                time.sleep(0.1)
+        else:
+            raise AssertionError("sitekb serve did not answer")
+        assert status == 200 and ready["status"] == "ready"
+        if shutil.which("ss"):
+            listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+            assert listening.split()[3] == f"127.0.0.1:{port}"   # local address column
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "search page on http://127.0.0.1:" in proc.stderr.read()

@@ -1,0 +1,229 @@
+"""The quality gate against a real Postgres: quarantine with reasons, approvals, a blocked batch.
+
+Pages are synthetic HTML written straight into ``sitekb.pages`` (as the crawler
+would), then the real extract → validate → chunk → build → evaluate → publish
+stages run over them. Vectors for the embedding cache are deterministic
+synthetic ones: loading the local model costs ~15 s per process here, and the
+end-to-end suite already covers real embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sitekb import pipeline, quarantine, snapshots
+from sitekb.errors import NotFound, QualityGateFailed, SitekbError
+from sitekb.sites import site_from_dict
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = "http://127.0.0.1:9"
+TOPICS = ["lead scoring", "email deliverability", "utm governance", "webinar operations", "form spam",
+          "attribution models", "lifecycle stages", "data hygiene", "event tracking", "budget planning",
+          "landing page qa", "vendor renewals", "nurture streams", "sales handoff", "consent banners",
+          "content briefs", "pricing tests", "churn signals", "partner programs", "survey operations"]
+THIN = f"{BASE}/tags/martech.html"
+
+
+def article(topic: str, seed: int, extra: str = "") -> str:
+    rng = random.Random(seed)
+    verbs = ["reviews", "documents", "retires", "audits", "approves", "routes", "scores", "tags", "checks"]
+    objects = ["the lead form", "each UTM parameter", "the nurture stream", "the renewal list", "webinar signups",
+               "the attribution report", "duplicate contacts", "the pricing page", "bounced addresses"]
+    paragraphs = [
+        " ".join(f"The {topic} owner {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(['weekly', 'before launch', 'each quarter', 'on request'])} "
+                 f"and writes the result in the shared {topic} log for the team." for _ in range(5))
+        for _ in range(3)
+    ]
+    body = "".join(f"<h2>Part {i + 1}</h2><p>{p}</p>" for i, p in enumerate(paragraphs))
+    return (f"<html lang='en'><head><title>{topic.title()}</title></head><body>"
+            f"<nav><a href='/'>Home</a> <a href='/about'>About</a></nav>"
+            f"<main><article><h1>{topic.title()}</h1>{body}{extra}</article></main>"
+            f"<footer>Copyright Northwind Signal</footer></body></html>")
+
+
+THIN_HTML = ("<html lang='en'><head><title>Tag: martech</title></head><body><main><h1>Tag: martech</h1>"
+             "<p>Four articles are tagged martech on this site today.</p></main></body></html>")
+
+
+def site(name: str = "gate", **quality):
+    quality.setdefault("data_docs", False)  # rendering HTML costs ~1 s a suite; two tests check it
+    return site_from_dict({"name": name, "start_urls": [f"{BASE}/"], "quality": quality,
+                           "chunking": {"target_tokens": 120, "overlap_tokens": 0}})
+
+
+def crawl(conn, run, pages: dict[str, str], errors: int = 0) -> None:
+    """What the crawl stage leaves behind: one row per fetched URL, tagged with the run."""
+    with conn.transaction(), conn.cursor() as cur:
+        for url, html in pages.items():
+            cur.execute(
+                """INSERT INTO sitekb.pages (site, url, status, content_type, content_hash, body, fetched_at,
+                                             first_run_id, last_run_id)
+                   VALUES (%s, %s, 200, 'text/html', %s, %s, now(), %s, %s)
+                   ON CONFLICT (site, url) DO UPDATE SET body = EXCLUDED.body, status = 200,
+                       content_hash = EXCLUDED.content_hash, last_run_id = EXCLUDED.last_run_id""",
+                (run.site.name, url, hashlib.sha256(html.encode()).hexdigest(), html, run.run_id, run.run_id),
+            )
+        for i in range(errors):
+            cur.execute(
+                """INSERT INTO sitekb.pages (site, url, status, fetched_at, first_run_id, last_run_id)
+                   VALUES (%s, %s, 404, now(), %s, %s)""",
+                (run.site.name, f"{BASE}/broken-{run.run_id}-{i}", run.run_id, run.run_id),
+            )
+
+
+def synthetic_embeddings(conn, run) -> None:
+    embedder = pipeline.embedding_plan(run)
+    with conn.transaction(), conn.cursor() as cur:
+        hashes = [r[0] for r in cur.execute("SELECT DISTINCT text_hash FROM sitekb.chunks WHERE run_id = %s",
+                                            (run.run_id,))]
+        for text_hash in hashes:
+            vector = np.random.default_rng(int.from_bytes(text_hash[:8], "big")).standard_normal(embedder.dimensions)
+            cur.execute(
+                """INSERT INTO sitekb.embedding_cache (model, dimensions, text_hash, embedding)
+                   VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+                (embedder.model, embedder.dimensions, text_hash, (vector / np.linalg.norm(vector)).astype(np.float32)),
+            )
+
+
+def refresh(conn, config, run_id: str, pages: dict[str, str], errors: int = 0) -> pipeline.Run:
+    """Every stage after the crawl, in order, as run_refresh would."""
+    run = pipeline.start_run(conn, config, run_id, {"alias": "production"})
+    crawl(conn, run, pages, errors)
+    pipeline.extract_stage(conn, run)
+    pipeline.validate_stage(conn, run)
+    pipeline.chunk_stage(conn, run)
+    synthetic_embeddings(conn, run)
+    pipeline.build_stage(conn, run)
+    pipeline.evaluate_stage(conn, run)
+    pipeline.publish_stage(conn, run)
+    return run
+
+
+def pages(count: int = 20) -> dict[str, str]:
+    found = {f"{BASE}/articles/{t.replace(' ', '-')}.html": article(t, i) for i, t in enumerate(TOPICS[:count])}
+    return {**found, THIN: THIN_HTML}
+
+
+def statuses(conn, run_id: str) -> dict[str, tuple[str, list]]:
+    rows = conn.execute("SELECT url, status, failures FROM sitekb.documents WHERE run_id = %s", (run_id,))
+    return {url: (status, failures) for url, status, failures in rows}
+
+
+@pytest.fixture(autouse=True)
+def data_docs_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SITEKB_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_quarantine_keeps_every_failed_check_with_its_value(conn):
+    config = site(data_docs=True)
+    run = pipeline.start_run(conn, config, "q1", {})
+    copy = f"{BASE}/syndicated/lead-scoring-copy.html"
+    noisy = article("email deliverability", 1, extra="<p>" + "\ufffd" * 200 + "</p>")
+    crawl(conn, run, {**pages(3), copy: article("lead scoring", 0), f"{BASE}/broken-encoding.html": noisy})
+    pipeline.extract_stage(conn, run)
+    out = pipeline.validate_stage(conn, run)
+    found = statuses(conn, "q1")
+    assert found[THIN][0] == "quarantined"
+    thin = {f["check"]: f for f in found[THIN][1]}
+    assert thin["min_words"]["value"] < 80 and thin["min_words"]["threshold"] == 80
+    assert found[copy][0] == "quarantined"
+    assert found[copy][1][0]["check"] == "duplicate"
+    assert found[copy][1][0]["value"] == f"{BASE}/articles/lead-scoring.html"  # the shorter URL is kept
+    # Every failed check, not just the first; the healthy copy is kept although its URL is longer.
+    broken = {f["check"]: f["value"] for f in found[f"{BASE}/broken-encoding.html"][1]}
+    assert broken["duplicate"] == f"{BASE}/articles/email-deliverability.html" and broken["encoding"] > 0.01
+    assert out["quarantined"] == 3 and out["accepted"] == 3
+    assert out["failed_checks"]["min_words"] == 1 and out["engine"].startswith("great_expectations")
+    measures = conn.execute("SELECT measures FROM sitekb.documents WHERE run_id = 'q1' AND url = %s",
+                            (THIN,)).fetchone()[0]
+    assert measures["word_count"] < 80 and measures["language"] == "en"
+    assert Path(out["data_docs"]).is_file()
+    listed = quarantine.list_quarantined(conn, "gate")
+    assert {r["url"] for r in listed} == {THIN, copy, f"{BASE}/broken-encoding.html"}
+
+
+def test_a_crawl_that_loses_most_pages_is_blocked_and_the_live_snapshot_stays(conn, data_docs_home):
+    config = site(data_docs=True)
+    refresh(conn, config, "full", pages(20))
+    live = snapshots.resolve(conn, "gate")
+    assert live.state == "published" and live.counts["documents"] == 20
+    assert live.quality["batch"]["success"] and live.quality["documents"]["quarantined"] == 1
+
+    kept = dict(list(pages(20).items())[:3])  # the site "lost" 17 of its 20 articles
+    with pytest.raises(QualityGateFailed) as err:
+        refresh(conn, config, "gutted", kept)
+    message = str(err.value)
+    assert "pages_drop: pages fell from 21 to 3 (86% drop, limit 50%)" in message
+    assert "documents_drop: documents fell from 20 to 3 (85% drop, limit 50%)" in message
+    assert "chunks_drop: chunks fell from" in message and "The live snapshot is unchanged" in message
+
+    assert snapshots.resolve(conn, "gate").snapshot_id == live.snapshot_id
+    rejected = snapshots.for_run(conn, "gutted")
+    assert rejected.state == "rejected"
+    assert {r["check"] for r in rejected.reasons} == {"pages_drop", "documents_drop", "chunks_drop"}
+    drop = next(r for r in rejected.reasons if r["check"] == "pages_drop")
+    assert drop["value"] == pytest.approx(0.8571, abs=1e-4) and drop["threshold"] == 0.5
+    assert rejected.quality["batch"]["measures"]["live_pages"] == 21
+    assert conn.execute("SELECT status FROM sitekb.runs WHERE run_id = 'gutted'").fetchone()[0] == "blocked"
+    index = Path(rejected.quality["data_docs"]).read_text()
+    assert "sitekb.batch" in index and "sitekb.documents" in index and "sitekb.chunks" in index
+    assert str(data_docs_home / "data_docs" / "gate" / "gutted") in rejected.quality["data_docs"]
+
+
+def test_error_rate_ceiling_blocks_the_first_snapshot_too(conn):
+    with pytest.raises(QualityGateFailed, match=r"error_rate: 29% of fetched URLs failed \(limit 20%\)"):
+        refresh(conn, site(), "errors", pages(4), errors=2)
+    with pytest.raises(NotFound):
+        snapshots.resolve(conn, "gate")
+
+
+def test_an_approval_lets_a_quarantined_page_through_until_it_changes(conn, database_url):
+    config = site()
+    refresh(conn, config, "r1", pages(5))
+    assert statuses(conn, "r1")[THIN][0] == "quarantined"
+    with pytest.raises(SitekbError, match="nothing to approve"):
+        quarantine.approve(conn, f"{BASE}/articles/lead-scoring.html", "fine")
+
+    # Through the CLI, as a content owner would.
+    env = {**os.environ, "SITEKB_DATABASE_URL": database_url}
+    result = subprocess.run([sys.executable, "-m", "sitekb.cli", "quarantine", "approve", THIN, "--reason",
+                             "the tag page is the only index of martech articles", "--by", "content-ops"],
+                            env=env, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "approved" in result.stdout and "unchanged" in result.stdout
+
+    run2 = refresh(conn, config, "r2", pages(5))
+    status, failures = statuses(conn, "r2")[THIN]
+    assert status == "accepted" and {f["check"] for f in failures} == {"min_words"}  # kept for the record
+    validate = conn.execute("SELECT stages->'validate' FROM sitekb.runs WHERE run_id = 'r2'").fetchone()[0]
+    assert validate["approved"] == 1 and validate["quarantined"] == 0
+    snap = snapshots.resolve(conn, "gate")
+    assert snap.run_id == run2.run_id
+    urls = {r[0] for r in conn.execute(f"SELECT DISTINCT url FROM sitekb_snapshots.{snap.table_name}")}
+    assert THIN in urls
+    listed = json.loads(subprocess.run([sys.executable, "-m", "sitekb.cli", "quarantine", "--site", "gate", "--json"],
+                                       env=env, capture_output=True, text=True, cwd=REPO, timeout=120).stdout)
+    assert [(r["url"], r["status"], r["approved_by"]) for r in listed] == [(THIN, "accepted", "content-ops")]
+
+    # The page changes: the approval no longer applies.
+    changed = {**pages(5), THIN: THIN_HTML.replace("Four articles", "Five articles")}
+    refresh(conn, config, "r3", changed)
+    assert statuses(conn, "r3")[THIN][0] == "quarantined"
+
+
+def test_approving_an_unknown_url_or_without_reason_is_a_clear_error(conn):
+    refresh(conn, site(), "r1", pages(3))
+    with pytest.raises(NotFound, match="sitekb quarantine"):
+        quarantine.approve(conn, f"{BASE}/nope.html", "because")
+    with pytest.raises(SitekbError, match="needs a reason"):
+        quarantine.approve(conn, THIN, "  ")

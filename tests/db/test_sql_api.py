@@ -1,0 +1,161 @@
+"""The SQL API frontends call (schema sitekb_api), as the sitekb_reader role, on synthetic snapshots.
+
+Vectors are chosen so the right answer is known: vector mode is checked
+against exact cosine ranking computed here, hybrid against reciprocal rank
+fusion of the two lists computed here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector import Vector
+
+from sitekb import snapshots
+from sitekb.search import Filters, search_snapshot
+from tests.db.factory import Page, make_snapshot, random_pages, reader_connection
+
+DIMS = 8
+
+
+def _unit(rng, n):
+    m = rng.standard_normal((n, DIMS)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def corpus(conn, database_url):
+    """A published snapshot of 12 pages x 3 chunks with known vectors, and a reader connection."""
+    rng = np.random.default_rng(7)
+    words = ["lead", "scoring", "email", "budget", "webinar", "routing", "consent", "churn", "pricing", "forms"]
+    pages = []
+    for p in range(12):
+        texts = [f"{words[p % 10]} {words[(p + c) % 10]} notes {c} about topic {p}" for c in range(3)]
+        pages.append(Page(f"https://s.example/{'blog' if p % 2 else 'docs'}/p{p}.html", f"Page {p}", texts,
+                          headings=["Guide", f"Part {p}"], tags=["even" if p % 2 == 0 else "odd"],
+                          language="en-GB" if p < 6 else "de", published=f"2024-{p + 1:02d}-15"))
+    texts = [t for page in pages for t in page.chunks]
+    vectors = dict(zip(texts, _unit(rng, len(texts))))
+    snap = make_snapshot(conn, "s", pages, dims=DIMS, vectors=vectors, publish_as="production")
+    reader = reader_connection(conn, database_url)
+    yield {"snap": snap, "pages": pages, "vectors": vectors, "reader": reader, "rng": rng}
+    reader.close()
+
+
+def _search(reader, **kwargs):
+    names = ", ".join(f"{k} => %({k})s" for k in kwargs if k != "site")
+    return reader.execute(f"SELECT * FROM sitekb_api.search(%(site)s, {names})", {"site": "s", **kwargs}).fetchall()
+
+
+def _exact_ranking(corpus, query: np.ndarray) -> list[str]:
+    texts = list(corpus["vectors"])
+    sims = np.array([corpus["vectors"][t] @ query for t in texts])
+    return [texts[i] for i in np.argsort(-sims, kind="stable")]
+
+
+def test_vector_search_returns_the_exact_nearest_chunks_with_citations(corpus):
+    query = _unit(corpus["rng"], 1)[0]
+    rows = _search(corpus["reader"], query_embedding=Vector(query), k=5, mode="vector")
+    assert [r[6] for r in rows] == _exact_ranking(corpus, query)[:5]     # content, in exact cosine order
+    first = rows[0]
+    assert first[0] == corpus["snap"].snapshot_id and first[1] == 1      # snapshot id, rank
+    assert first[3].startswith("https://s.example/") and first[4].startswith("Page ")
+    assert first[5][0] == "Guide"                                          # heading path
+    expected_score = float(corpus["vectors"][first[6]] @ query)
+    assert first[7] == pytest.approx(expected_score, abs=1e-5)             # cosine similarity
+    assert [r[1] for r in rows] == [1, 2, 3, 4, 5]
+
+
+def test_keyword_search_uses_full_text_with_stemming(corpus):
+    rows = _search(corpus["reader"], query="webinars", k=10, mode="keyword")   # stem of "webinar"
+    assert rows and all("webinar" in r[6] for r in rows)
+    assert [r[7] for r in rows] == sorted((r[7] for r in rows), reverse=True)
+    assert _search(corpus["reader"], query="zeppelin", k=10, mode="keyword") == []
+
+
+def test_hybrid_is_reciprocal_rank_fusion_of_both_lists(corpus):
+    query = _unit(corpus["rng"], 1)[0]
+    reader = corpus["reader"]
+    vector = _search(reader, query_embedding=Vector(query), k=50, mode="vector")
+    keyword = _search(reader, query="pricing budget", k=50, mode="keyword")
+    fused: dict[str, float] = {}
+    for ranked in (vector, keyword):
+        for rank, row in enumerate(ranked, start=1):
+            fused[row[2]] = fused.get(row[2], 0.0) + 1.0 / (60 + rank)
+    expected = sorted(fused, key=lambda cid: (-fused[cid], cid))[:7]
+    hybrid = _search(reader, query="pricing budget", query_embedding=Vector(query), k=7, mode="hybrid")
+    assert [r[2] for r in hybrid] == expected
+    assert [r[7] for r in hybrid] == pytest.approx([fused[c] for c in expected])
+
+
+def test_filters_restrict_every_mode(corpus):
+    query = _unit(corpus["rng"], 1)[0]
+    reader = corpus["reader"]
+    common = {"query": "notes topic", "query_embedding": Vector(query), "k": 50}
+    for mode in ("vector", "keyword", "hybrid"):
+        blog = _search(reader, mode=mode, url_prefix="https://s.example/blog/", **common)
+        assert blog and all(r[3].startswith("https://s.example/blog/") for r in blog)
+        even = _search(reader, mode=mode, tags=["even", "missing"], **common)
+        assert even and all(r[9] == ["even"] for r in even)
+        english = _search(reader, mode=mode, language="en", **common)   # matches en-GB
+        assert len(english) == 18 and all(r[8] == "en-GB" for r in english)
+        spring = _search(reader, mode=mode, published_after="2024-03-01", published_before="2024-05-31", **common)
+        assert sorted({r[10] for r in spring}) == ["2024-03-15", "2024-04-15", "2024-05-15"]
+    # With a filter, vector search still returns k rows (iterative index scans), in exact order.
+    german = _search(reader, mode="vector", language="de", query_embedding=Vector(query), k=10)
+    allowed = {t for page in corpus["pages"] if page.language == "de" for t in page.chunks}
+    assert [r[6] for r in german] == [t for t in _exact_ranking(corpus, query) if t in allowed][:10]
+
+
+def test_a_pinned_snapshot_id_is_served_after_the_alias_moves_on(corpus, conn):
+    old = corpus["snap"]
+    new = make_snapshot(conn, "s", random_pages("s", pages=2), dims=DIMS, publish_as="production")
+    reader = corpus["reader"]
+    assert {r[0] for r in _search(reader, query="notes", mode="keyword", k=3)} == set()   # new has no "notes"
+    pinned = _search(reader, query="notes", mode="keyword", k=3, snapshot_id=old.snapshot_id)
+    assert pinned and {r[0] for r in pinned} == {old.snapshot_id}
+    listed = {r[0]: r for r in reader.execute("SELECT snapshot_id, state, aliases FROM sitekb_api.snapshots")}
+    assert listed == {old.snapshot_id: (old.snapshot_id, "retired", []),
+                      new.snapshot_id: (new.snapshot_id, "published", ["production"])}
+    assert reader.execute("SELECT site, alias, snapshot_id FROM sitekb_api.aliases").fetchall() == \
+        [("s", "production", new.snapshot_id)]
+
+
+def test_unpublished_and_unknown_snapshots_are_refused_with_reasons(corpus, conn):
+    reader = corpus["reader"]
+    validated = make_snapshot(conn, "s", random_pages("s"), dims=DIMS, seed=3)
+    rejected = make_snapshot(conn, "s", random_pages("s"), dims=DIMS, seed=4, state="rejected")
+    for sid in (validated.snapshot_id, rejected.snapshot_id, 999999):
+        with pytest.raises(psycopg.errors.NoDataFound, match=f"snapshot {sid} is not available"):
+            _search(reader, query="lead", mode="keyword", snapshot_id=sid)
+    ids = {r[0] for r in reader.execute("SELECT snapshot_id FROM sitekb_api.snapshots")}
+    assert ids == {corpus["snap"].snapshot_id}
+    with pytest.raises(psycopg.errors.NoDataFound, match="site other has no snapshot published as production"):
+        reader.execute("SELECT * FROM sitekb_api.search('other', query => 'x', mode => 'keyword')").fetchall()
+
+
+def test_bad_requests_name_the_problem(corpus):
+    reader = corpus["reader"]
+    cases = [
+        ({"query": "x", "mode": "fuzzy"}, "unknown search mode fuzzy"),
+        ({"query": "x", "mode": "keyword", "k": 0}, "k must be between 1 and 100"),
+        ({"query": "x", "mode": "vector"}, "vector search needs the query embedding"),
+        ({"query_embedding": Vector(np.ones(DIMS, dtype=np.float32)), "mode": "hybrid"},
+         "hybrid search needs the query text"),
+        ({"query_embedding": Vector(np.ones(3, dtype=np.float32)), "mode": "vector"},
+         "query_embedding has 3 dimensions; snapshot .* local:synthetic \\(8 dimensions\\)"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+            _search(reader, **kwargs)
+
+
+def test_python_search_and_sql_api_agree(corpus, conn):
+    """The CLI/gate path (sitekb.search) and the frontend path (sitekb_api) rank identically."""
+    snap = snapshots.get(conn, corpus["snap"].snapshot_id)
+    filters = Filters(url_prefix="https://s.example/docs/")
+    python = search_snapshot(conn, snap, "lead scoring notes", k=6, mode="keyword", filters=filters)
+    sql = _search(corpus["reader"], query="lead scoring notes", k=6, mode="keyword",
+                  url_prefix="https://s.example/docs/")
+    assert [(p.chunk_id, p.rank, p.score) for p in python] == [(r[2], r[1], r[7]) for r in sql]

@@ -1,0 +1,96 @@
+"""The search page at / of `sitekb serve`, driven by a person's browser: headless Chromium via Selenium.
+
+Needs Debian's chromium and chromium-driver (`apt-get install -y chromium
+chromium-driver`); skipped with that reason when they are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sitekb import api, db
+from tests.conftest import _reset_schema
+from tests.db.factory import TOPICS, make_snapshot, running_server
+
+CHROMIUM = os.environ.get("SITEKB_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("SITEKB_CHROMEDRIVER", shutil.which("chromedriver") or "/usr/bin/chromedriver")
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+                       reason=f"headless Chromium not installed ({CHROMIUM}, {CHROMEDRIVER}): "
+                              "run `apt-get install -y chromium chromium-driver` as root"),
+]
+
+
+@pytest.fixture(scope="module")
+def served(database_server):
+    _reset_schema(database_server)
+    with db.connection(database_server) as conn:
+        db.migrate(conn)
+        snap = make_snapshot(conn, "kb", TOPICS, embed=True, publish_as="production")
+    with running_server(api.create_app(database_server)) as base:
+        yield base, snap
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")   # never let Selenium Manager download anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1200,1000",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def test_a_person_asks_a_question_and_sees_cited_passages(served, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    base, snap = served
+    wait = WebDriverWait(browser, 60)
+    browser.get(base + "/")
+    assert browser.title == "sitekb search"
+    wait.until(lambda d: Select(d.find_element(By.ID, "site")).options)
+    assert [o.text for o in Select(browser.find_element(By.ID, "site")).options] == ["kb"]
+
+    box = browser.find_element(By.ID, "q")
+    box.send_keys("What complaint rate does Gmail allow for bulk senders?")
+    browser.find_element(By.ID, "go").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#results li.passage")))
+
+    version = browser.find_element(By.ID, "snapshot-version")
+    assert version.get_attribute("data-snapshot-id") == str(snap.snapshot_id)
+    assert f"Snapshot {snap.snapshot_id} of kb" in version.text and "alias production" in version.text
+    passages = browser.find_elements(By.CSS_SELECTOR, "#results li.passage")
+    assert len(passages) == 5
+    first = passages[0]
+    link = first.find_element(By.CSS_SELECTOR, "a.title")
+    assert link.text == "Email deliverability" and link.get_attribute("href") == "https://kb.example/email.html"
+    assert first.find_element(By.CSS_SELECTOR, ".url").text == "https://kb.example/email.html"
+    assert first.find_element(By.CSS_SELECTOR, ".heading").text == "Email › Deliverability"
+    assert "0.3 percent" in first.find_element(By.CSS_SELECTOR, ".text").text
+    assert "5 passages" in browser.find_element(By.ID, "status").text
+    browser.save_screenshot(str(tmp_path / "search-page.png"))
+
+    # Keyword mode with a word no page has: the page says so instead of showing stale results.
+    Select(browser.find_element(By.ID, "mode")).select_by_value("keyword")
+    box.clear()
+    box.send_keys("zeppelin")
+    browser.find_element(By.ID, "go").click()
+    wait.until(lambda d: "No passage matches" in d.find_element(By.ID, "status").text)
+    assert browser.find_elements(By.CSS_SELECTOR, "#results li.passage") == []
