@@ -12,7 +12,6 @@ Precedence of settings: command-line options > environment (``SITEKB_*``,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -32,8 +31,7 @@ EXTRA_COMMANDS: tuple[str, ...] = ("sitekb.commands.quality", "sitekb.commands.s
                                     "sitekb.commands.embeddings")
 
 
-def _print_json(data) -> None:
-    print(json.dumps(data, indent=2, default=str))
+from sitekb.commands import print_json as _print_json  # noqa: E402
 
 
 @contextmanager

@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from typing import Callable, Iterator
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from sitekb import db, quality, snapshots

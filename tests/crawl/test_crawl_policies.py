@@ -9,7 +9,7 @@ import pytest
 
 from sitekb.errors import CrawlFailed
 from tests.crawl.conftest import AGENT, site_config
-from tests.crawl.fixture_site import Reply, html_reply, page, raw
+from tests.crawl.fixture_site import html_reply, page, raw
 
 
 def linked_site(web, robots: bytes | None, paths=("/public.html", "/private/x.html", "/late/y.html")):

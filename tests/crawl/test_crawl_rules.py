@@ -11,7 +11,6 @@ the server's own request log.
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass
 

@@ -11,19 +11,12 @@ the page's extracted text stays the same (see :mod:`sitekb.quarantine`).
 from __future__ import annotations
 
 import argparse
-import json
 
 from sitekb.settings import Settings
 
 
-def _print_json(data) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-def _connect(settings: Settings):
-    from sitekb import db
-
-    return db.open_database(settings)
+from sitekb.commands import connect as _connect  # noqa: E402
+from sitekb.commands import print_json as _print_json  # noqa: E402
 
 
 def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,7 +19,6 @@ database settings every command reads.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import date
 
@@ -29,14 +28,8 @@ from sitekb.settings import Settings
 MODES = ("vector", "keyword", "hybrid")
 
 
-def _print_json(data) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-def _connect(settings: Settings):
-    from sitekb import db
-
-    return db.open_database(settings)
+from sitekb.commands import connect as _connect  # noqa: E402
+from sitekb.commands import print_json as _print_json  # noqa: E402
 
 
 # -- snapshots --------------------------------------------------------------
