@@ -22,11 +22,8 @@ from sitekb.commands import print_json as _print_json  # noqa: E402
 def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import quarantine
 
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         rows = quarantine.list_quarantined(conn, args.site)
-    finally:
-        conn.close()
     if args.json:
         _print_json(rows)
         return 0
@@ -46,11 +43,8 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import quarantine
 
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         approval = quarantine.approve(conn, args.url, args.reason, site=args.site or None, approved_by=args.by)
-    finally:
-        conn.close()
     if args.json:
         _print_json(approval)
     else:
@@ -64,11 +58,8 @@ def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import quarantine
 
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         rows = quarantine.list_approvals(conn, args.site)
-    finally:
-        conn.close()
     if args.json:
         _print_json(rows)
         return 0

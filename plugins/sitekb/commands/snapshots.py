@@ -37,11 +37,8 @@ from sitekb.commands import print_json as _print_json  # noqa: E402
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import snapshots
 
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         rows = snapshots.list_snapshots(conn, args.site)
-    finally:
-        conn.close()
     if args.json:
         _print_json(rows)
         return 0
@@ -56,22 +53,16 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import snapshots
 
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         _print_json(snapshots.get(conn, args.snapshot_id).as_dict())
-    finally:
-        conn.close()
     return 0
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import snapshots
 
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         rows = snapshots.history(conn, args.site, args.alias, limit=args.limit)
-    finally:
-        conn.close()
     if args.json:
         _print_json(rows)
         return 0
@@ -87,15 +78,12 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import report, snapshots
 
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         old, new = snapshots.get(conn, args.old), snapshots.get(conn, args.new)
         if old.site != new.site:
             raise ConfigError(f"snapshot {old.snapshot_id} is of site {old.site!r} and {new.snapshot_id} of "
                               f"{new.site!r}; compare two snapshots of one site")
         result = snapshots.diff(conn, old, new)
-    finally:
-        conn.close()
     if args.json:
         _print_json(result.as_dict())
     else:
@@ -107,11 +95,8 @@ def cmd_pin(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import snapshots
 
     pinned = args.action == "pin"
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         snap = snapshots.set_pinned(conn, args.snapshot_id, pinned)
-    finally:
-        conn.close()
     print(f"snapshot {snap.snapshot_id} of {snap.site} is {'pinned: retention keeps it' if pinned else 'unpinned'}")
     return 0
 
@@ -121,11 +106,8 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb.sites import load_site
 
     keep = args.keep if args.keep is not None else load_site(args.site).keep_snapshots
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         dropped = snapshots.apply_retention(conn, args.site, keep)
-    finally:
-        conn.close()
     print(f"kept the newest {keep} snapshots of {args.site} plus aliased and pinned ones; "
           f"dropped {', '.join(map(str, dropped)) if dropped else 'none'}")
     return 0
@@ -134,11 +116,8 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import snapshots
 
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         previous = snapshots.publish(conn, args.snapshot_id, args.alias, reason=args.reason or "manual publish")
-    finally:
-        conn.close()
     print(f"alias {args.alias} -> snapshot {args.snapshot_id} (was {previous})")
     return 0
 
@@ -146,11 +125,8 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import snapshots
 
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         old, new = snapshots.rollback(conn, args.site, args.alias, reason=args.reason or "rollback")
-    finally:
-        conn.close()
     print(f"rolled back {args.site}/{args.alias}: snapshot {old} -> {new}")
     return 0
 
@@ -168,13 +144,10 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import report
     from sitekb.search import search
 
-    conn = _connect(settings)
-    try:
+    with _connect(settings) as conn:
         snap, passages = search(conn, args.site, args.question, k=args.k, mode=args.mode,
                                 alias=None if args.snapshot else args.alias, snapshot_id=args.snapshot,
                                 filters=_filters(args))
-    finally:
-        conn.close()
     if args.json:
         _print_json({"query": args.question, "site": args.site, "snapshot_id": snap.snapshot_id,
                      "model": snap.embedding_model, "mode": args.mode,
