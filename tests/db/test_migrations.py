@@ -54,3 +54,24 @@ def test_vector_type_round_trips(conn):
 
 def test_redact_hides_passwords():
     assert db.redact("postgresql://u:secret@h:5432/d") == "postgresql://u:***@h:5432/d"
+
+
+def test_the_embedded_server_gets_more_shared_memory_once_and_restarts_cleanly(tmp_path):
+    import psycopg
+
+    from sitekb import embedded_pg
+
+    home = tmp_path / "pg"
+    url = embedded_pg.start(home)
+    try:
+        with psycopg.connect(url) as conn:
+            mb = conn.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'"
+                              ).fetchone()[0]
+        assert mb == embedded_pg.shared_buffers_mb() > 128
+        assert (home / "pgdata" / embedded_pg.TUNED_MARKER).exists()
+        embedded_pg.stop(home)
+        assert embedded_pg.start(home) == url       # stopped and started again in one process
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        embedded_pg.stop(home)
