@@ -159,3 +159,13 @@ def test_python_search_and_sql_api_agree(corpus, conn):
     sql = _search(corpus["reader"], query="lead scoring notes", k=6, mode="keyword",
                   url_prefix="https://s.example/docs/")
     assert [(p.chunk_id, p.rank, p.score) for p in python] == [(r[2], r[1], r[7]) for r in sql]
+
+
+def test_the_direct_vector_path_ranks_like_the_general_one(corpus):
+    """Unfiltered vector searches of k <= 50 skip search_table; filters and deeper lists go through it."""
+    for query in _unit(corpus["rng"], 5):
+        direct = _search(corpus["reader"], query_embedding=Vector(query), k=5)
+        filtered = _search(corpus["reader"], query_embedding=Vector(query), k=5, url_prefix="https://s.example/")
+        deep = _search(corpus["reader"], query_embedding=Vector(query), k=60)
+        assert direct == filtered == deep[:5]
+        assert [r[6] for r in direct] == _exact_ranking(corpus, query)[:5]
