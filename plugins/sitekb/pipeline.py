@@ -216,8 +216,12 @@ def chunk_stage(conn: psycopg.Connection, run: Run, settings: Settings | None = 
             chunks, tokens = conn.execute(
                 "SELECT count(*), coalesce(sum(token_count), 0) FROM sitekb.chunks WHERE run_id = %s", (run.run_id,)
             ).fetchone()
+        # Keyword search vectors of the chunks this site has not had before (the rest are cached).
+        from sitekb import fulltext
+
         out.update(documents=len(docs), chunks=chunks, tokens=tokens, chunker_version=CHUNKER_VERSION,
-                   tokenizer=tokenizer.name, max_tokens=config.max_tokens, **checked)
+                   tokenizer=tokenizer.name, max_tokens=config.max_tokens, **checked,
+                   **fulltext.index_run(conn, run.run_id))
     return out
 
 

@@ -144,9 +144,9 @@ def create_record(conn: psycopg.Connection, *, site: str, run_id: str, provider:
 
 
 def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, dimensions: int) -> dict:
-    """Load the run's chunks and cached vectors into a fresh table, then index it.
+    """Load the run's chunks with their cached embeddings and full-text vectors into a fresh table, then index it.
 
-    Returns the counts (chunks, documents) and how long loading and indexing took.
+    Returns the counts (chunks, documents) and how long each step took.
 
     Build-then-swap: a retry drops the half-built table of this snapshot and
     starts over; no published table is ever touched.
@@ -160,9 +160,12 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         # have just written those rows, and without fresh statistics the planner
         # picks per-row nested loops (30x slower at 10k chunks).
         conn.execute("SELECT set_config('enable_nestloop', 'off', true)")
-        # CREATE TABLE AS lets parallel workers compute the tsvectors (most of the
-        # load's CPU) while the leader writes; INSERT ... SELECT never runs in parallel.
+        # CREATE TABLE AS lets parallel workers join and read while the leader writes;
+        # INSERT ... SELECT never runs in parallel.
         conn.execute("SELECT set_config('parallel_setup_cost', '0', true), set_config('parallel_tuple_cost', '0', true)")
+        # Room for the hash joins over the cached vectors (a parallel hash may use this times
+        # hash_mem_multiplier per process): with the default 4 MB they spill to disk in batches.
+        conn.execute("SELECT set_config('work_mem', '64MB', true)")
         # Load first, index after: building HNSW over a full table is much faster
         # than maintaining it row by row.
         loaded = conn.execute(
@@ -170,13 +173,14 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
                 """CREATE TABLE {table} AS
                    SELECT c.chunk_id, c.url, d.title, c.heading_path, c.seq, c.text AS content, c.token_count,
                           d.language, d.tags, d.published, e.embedding::vector({dims}) AS embedding,
-                          setweight(to_tsvector('english', coalesce(d.title, '')), 'A') ||
-                          setweight(to_tsvector('english', array_to_string(c.heading_path, ' ')), 'B') ||
-                          setweight(to_tsvector('english', c.text), 'C') AS tsv
+                          -- The chunk stage cached the full-text vectors (sitekb.fulltext); one it
+                          -- missed (a run chunked before migration 0007) is computed here.
+                          coalesce(f.tsv, sitekb.fulltext_vector(d.title, c.heading_path, c.text)) AS tsv
                    FROM sitekb.chunks c
                    JOIN sitekb.documents d ON d.run_id = c.run_id AND d.url = c.url
                    JOIN sitekb.embedding_cache e
                      ON e.model = {model} AND e.dimensions = {dims} AND e.text_hash = c.text_hash
+                   LEFT JOIN sitekb.fulltext_cache f ON f.key = sitekb.fulltext_key(d.title, c.heading_path, c.text)
                    WHERE c.run_id = {run_id} AND d.status = 'accepted'"""
             ).format(table=table, dims=sql.Literal(dimensions), model=sql.Literal(model), run_id=sql.Literal(run_id)),
         ).rowcount

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pgvector import Vector
 
-from sitekb import snapshots
+from sitekb import fulltext, snapshots
 
 _RUNS = itertools.count(1)
 SYNTHETIC_MODEL = "synthetic"
@@ -44,8 +44,12 @@ def random_pages(site: str, pages: int = 4, chunks_per_page: int = 3, seed: int 
 
 def make_snapshot(conn, site: str, pages: list[Page], *, dims: int = 8, state: str = "validated",
                   vectors: dict[str, np.ndarray] | None = None, embed: bool = False, seed: int = 0,
-                  publish_as: str | None = None) -> snapshots.Snapshot:
-    """Stage ``pages`` as one run, build its snapshot, set ``state`` (and publish to an alias)."""
+                  publish_as: str | None = None, fulltext_stage: bool = True) -> snapshots.Snapshot:
+    """Stage ``pages`` as one run, build its snapshot, set ``state`` (and publish to an alias).
+
+    ``fulltext_stage=False`` skips caching the full-text vectors as the chunk
+    stage does, so the build computes them itself.
+    """
     run_id = f"factory__{site}__{next(_RUNS)}__{seed}"
     provider, model = ("local", "all-MiniLM-L6-v2") if embed else ("local", SYNTHETIC_MODEL)
     if embed:
@@ -88,6 +92,8 @@ def make_snapshot(conn, site: str, pages: list[Page], *, dims: int = 8, state: s
             conn, site=site, run_id=run_id, provider=provider, model=model, dimensions=dims,
             tokenizer="test", config_hash="test", extractor_version="test", chunker_version="test",
         )
+    if fulltext_stage:
+        fulltext.index_run(conn, run_id)
     snapshots.build(conn, snapshot_id, run_id, model, dims)
     if state != "building":
         snapshots.set_state(conn, snapshot_id, "validated" if publish_as else state)
