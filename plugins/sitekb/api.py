@@ -144,6 +144,9 @@ class SnapshotInfo(BaseModel):
     pinned: bool
     created_at: datetime
     built_at: datetime | None
+    embedding_base_url: str | None = Field(
+        None, description="OpenAI-compatible server that embedded the snapshot; queries go there too")
+    embedding_api_key_env: str | None = Field(None, description="name of the variable holding that server's key")
 
 
 class Problem(BaseModel):
@@ -265,7 +268,8 @@ def create_app(database_url: str | None = None, *, api_keys: list[str] | None = 
             site = snap["site"]
             try:
                 vector = None if body.mode == "keyword" else embed_query(
-                    snap["embedding_provider"], snap["embedding_model"], snap["dimensions"], body.query)
+                    snap["embedding_provider"], snap["embedding_model"], snap["dimensions"], body.query,
+                    base_url=snap["embedding_base_url"], api_key_env=snap["embedding_api_key_env"])
             except SitekbError as exc:
                 raise HTTPException(503, f"cannot embed the query with {snap['embedding_model']}: {exc}") from exc
             f = body.filters

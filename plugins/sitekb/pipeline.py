@@ -261,6 +261,9 @@ def build_stage(conn: psycopg.Connection, run: Run, settings: Settings | None = 
                 dimensions=embedder.dimensions, tokenizer=get_tokenizer(embedder.provider, embedder.model).name,
                 config_hash=run.site.config_hash(), extractor_version=EXTRACTOR_VERSION,
                 chunker_version=CHUNKER_VERSION,
+                # Queries must reach the server that embedded the chunks (sitekb.search).
+                base_url=getattr(embedder, "base_url", None),
+                api_key_env=run.site.embedding.api_key_env if embedder.provider == "openai" else None,
             )
         counts = snapshots.build(conn, snapshot_id, run.run_id, embedder.model, embedder.dimensions)
         out.update(snapshot_id=snapshot_id, **counts)

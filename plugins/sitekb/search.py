@@ -15,6 +15,7 @@ hybrid stays a choice (``mode="hybrid"``) rather than the default.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -26,6 +27,7 @@ from psycopg.rows import class_row
 from sitekb import snapshots
 from sitekb.embedding import get_embedder
 from sitekb.errors import ConfigError, NotFound
+from sitekb.settings import Settings
 
 MODES = ("vector", "keyword", "hybrid")
 DEFAULT_MODE = "vector"
@@ -81,14 +83,22 @@ class Filters:
 NO_FILTERS = Filters()
 
 
-@lru_cache(maxsize=4)
-def _embedder(provider: str, model: str, dimensions: int):
-    return get_embedder(provider, model, dimensions if provider == "openai" else None)
+@lru_cache(maxsize=8)
+def _embedder(provider: str, model: str, dimensions: int, base_url: str | None, api_key_env: str | None):
+    if provider != "openai":
+        return get_embedder(provider, model)
+    settings = Settings.from_env()
+    # As when the snapshot was built: OPENAI_BASE_URL (env or CLI) over the recorded server,
+    # the key from the variable the site config named, else OPENAI_API_KEY.
+    api_key = (os.environ.get(api_key_env) if api_key_env else None) or settings.openai_api_key
+    return get_embedder(provider, model, dimensions, settings, api_key=api_key,
+                        base_url=settings.openai_base_url or base_url)
 
 
-def embed_query(snap_provider: str, snap_model: str, dimensions: int, query: str) -> Vector:
-    """The query vector, from the model that embedded the snapshot."""
-    return Vector(_embedder(snap_provider, snap_model, dimensions).embed([query])[0])
+def embed_query(snap_provider: str, snap_model: str, dimensions: int, query: str, *,
+                base_url: str | None = None, api_key_env: str | None = None) -> Vector:
+    """The query vector, from the model (and server) that embedded the snapshot."""
+    return Vector(_embedder(snap_provider, snap_model, dimensions, base_url, api_key_env).embed([query])[0])
 
 
 def check_request(query: str, k: int, mode: str) -> None:
@@ -121,7 +131,8 @@ def search_snapshot(conn: psycopg.Connection, snap: snapshots.Snapshot, query: s
     if snap.table_name is None:
         raise NotFound(f"snapshot {snap.snapshot_id} has no table (state {snap.state}); it cannot be searched")
     vector = None if mode == "keyword" else embed_query(
-        snap.embedding_provider, snap.embedding_model, snap.dimensions, query)
+        snap.embedding_provider, snap.embedding_model, snap.dimensions, query,
+        base_url=snap.embedding_base_url, api_key_env=snap.embedding_api_key_env)
     with conn.cursor(row_factory=class_row(Passage)) as cur:
         hits = cur.execute(
             """SELECT chunk_id, url, title, heading_path, content, score, %s::bigint AS snapshot_id, rank,

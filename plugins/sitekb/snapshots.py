@@ -62,6 +62,8 @@ class Snapshot:
     pinned: bool
     created_at: datetime
     built_at: datetime | None
+    embedding_base_url: str | None = None      # OpenAI-compatible server the vectors came from
+    embedding_api_key_env: str | None = None   # the variable holding its key (a name, never a key)
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -119,7 +121,7 @@ def resolve(conn: psycopg.Connection, site: str, alias: str | None = DEFAULT_ALI
 
 def create_record(conn: psycopg.Connection, *, site: str, run_id: str, provider: str, model: str,
                   dimensions: int, tokenizer: str, config_hash: str, extractor_version: str,
-                  chunker_version: str) -> int:
+                  chunker_version: str, base_url: str | None = None, api_key_env: str | None = None) -> int:
     """The snapshot row of a run (created once; a retried task gets the same id).
 
     A snapshot that was ever published is immutable: retrying the build of its
@@ -127,12 +129,15 @@ def create_record(conn: psycopg.Connection, *, site: str, run_id: str, provider:
     """
     row = conn.execute(
         """INSERT INTO sitekb.snapshots (site, run_id, embedding_provider, embedding_model, dimensions,
-                                         tokenizer, config_hash, extractor_version, chunker_version)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT (run_id) DO UPDATE SET state = 'building'
+                                         tokenizer, config_hash, extractor_version, chunker_version,
+                                         embedding_base_url, embedding_api_key_env)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (run_id) DO UPDATE SET state = 'building', embedding_base_url = EXCLUDED.embedding_base_url,
+               embedding_api_key_env = EXCLUDED.embedding_api_key_env
                WHERE sitekb.snapshots.state IN ('building', 'validated', 'rejected')
            RETURNING snapshot_id""",
-        (site, run_id, provider, model, dimensions, tokenizer, config_hash, extractor_version, chunker_version),
+        (site, run_id, provider, model, dimensions, tokenizer, config_hash, extractor_version, chunker_version,
+         base_url, api_key_env),
     ).fetchone()
     if row is None:
         existing = for_run(conn, run_id)

@@ -354,3 +354,37 @@ def test_embeddings_command_shows_spend_and_cache(conn, database_url, fake_opena
     assert cli.main(["embeddings", "cache"]) == 0
     out = capsys.readouterr().out
     assert MODEL in out and f"{total} cached vectors" in out
+
+
+def test_queries_go_to_the_server_and_key_variable_the_snapshot_was_embedded_with(
+        conn, database_url, demo_config, fake_openai, monkeypatch, tmp_path):
+    """A site config's base_url and api_key_env are recorded on the snapshot; search needs no OPENAI_* vars."""
+    from fastapi.testclient import TestClient
+
+    from sitekb import search
+    from sitekb.api import create_app
+
+    monkeypatch.setenv("SITEKB_HOME", str(tmp_path))
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("KB_EMBED_KEY", "site-key")
+    monkeypatch.setattr(fake_openai, "api_key", "site-key")    # any other key gets 401
+    search._embedder.cache_clear()
+    site = small_demo(demo_config, provider="openai", model=MODEL, dimensions=64,
+                      base_url=fake_openai.base_url, api_key_env="KB_EMBED_KEY")
+    run_id = pipeline.run_refresh(site, log=lambda message: None)
+    snap = snapshots.for_run(conn, run_id)
+    assert (snap.embedding_base_url, snap.embedding_api_key_env) == (fake_openai.base_url, "KB_EMBED_KEY")
+
+    question = "How many points does a demo request add to a lead score?"
+    fake_openai.reset()
+    _, hits = search.search(conn, site.name, question, k=3)
+    assert hits and fake_openai.stats.texts == [question]
+    search._embedder.cache_clear()
+    with TestClient(create_app(database_url)) as client:
+        listed = client.get(f"/v1/snapshots/{snap.snapshot_id}").json()
+        assert listed["embedding_base_url"] == fake_openai.base_url
+        answer = client.post("/v1/search", json={"query": question, "site": site.name, "k": 3})
+    assert answer.status_code == 200, answer.text
+    assert [r["chunk_id"] for r in answer.json()["results"]] == [p.chunk_id for p in hits]
+    assert fake_openai.stats.texts == [question, question]

@@ -198,7 +198,7 @@ SET hnsw.ef_search = 100
 SET hnsw.iterative_scan = 'off'
 AS $fn$
 DECLARE
-    v_snap sitekb_api.resolved_snapshot;
+    v_snap record;   -- a sitekb_api.resolved_snapshot (a record, so attributes added later fit)
     -- Vector mode, no filter, a list the default beam serves: the query runs right here.
     v_direct boolean := coalesce($5, 'vector') = 'vector' AND $3 IS NOT NULL AND coalesce($4, 5) BETWEEN 1 AND 50
                         AND coalesce($8, '') = '' AND coalesce(cardinality($9), 0) = 0 AND coalesce($10, '') = ''
