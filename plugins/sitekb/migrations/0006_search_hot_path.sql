@@ -16,28 +16,32 @@
 -- The ranked nearest-chunks query over one snapshot table (shared by both
 -- functions below so they cannot drift apart). $1 is the query embedding,
 -- p_limit the parameter holding the depth, p_filter extra AND conditions on
--- bound parameters. Returns rank, chunk_id, url, title, heading_path,
--- content, score, language, tags, published. It only formats text (no SET
--- clause, so PL/pgSQL can inline it); the callers pin their search_path.
-CREATE FUNCTION sitekb.nearest_sql(p_table text, p_filter text, p_limit text)
+-- bound parameters, p_lead columns put first (the API's snapshot id). Returns
+-- [lead,] rank, chunk_id, url, title, heading_path, content, score, language,
+-- tags, published, best first. It only formats text (no SET clause, so
+-- PL/pgSQL can inline it); the callers pin their search_path.
+CREATE FUNCTION sitekb.nearest_sql(p_table text, p_filter text, p_limit text, p_lead text DEFAULT '')
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN format(
-    -- Unfiltered, the index returns the hits in distance order and they are numbered as
-    -- they come (ties keep the index's order). Filtered, the scan is relaxed_order: the
-    -- materialised CTE hides that order from the planner, so the window really sorts.
+    -- Unfiltered, the index returns the hits in distance order; they are numbered and
+    -- returned as they come, with no sort (ties keep the index's order). Filtered, the
+    -- scan is relaxed_order: the materialised CTE hides that order from the planner,
+    -- so the window and the final ORDER BY really sort.
     CASE WHEN p_filter = ''
-         THEN 'WITH hits AS (%s) SELECT (row_number() OVER ())::integer AS rank,'
-         ELSE 'WITH hits AS MATERIALIZED (%s) SELECT (row_number() OVER (ORDER BY h.distance, h.chunk_id))::integer AS rank,'
+         THEN 'SELECT %2$s(row_number() OVER ())::integer AS rank,'
+         ELSE 'WITH hits AS MATERIALIZED (%1$s) SELECT %2$s(row_number() OVER (ORDER BY h.distance, h.chunk_id))::integer AS rank,'
     END ||
     ' h.chunk_id, h.url, h.title, h.heading_path, h.content, (1 - h.distance)::float8 AS score,
-      h.language, h.tags, h.published
-      FROM hits h ORDER BY 1',
+      h.language, h.tags, h.published FROM ' ||
+    CASE WHEN p_filter = '' THEN '(%1$s) h' ELSE 'hits h ORDER BY rank' END,
     format('SELECT t.chunk_id, t.url, t.title, t.heading_path, t.content, t.language, t.tags, t.published,
                    t.embedding <=> $1 AS distance
             FROM %I.%I t WHERE true %s ORDER BY t.embedding <=> $1 LIMIT %s',
-           'sitekb_snapshots', p_table, p_filter, p_limit));
-REVOKE ALL ON FUNCTION sitekb.nearest_sql(text, text, text) FROM PUBLIC;
+           'sitekb_snapshots', p_table, p_filter, p_limit),
+    p_lead);
+
+REVOKE ALL ON FUNCTION sitekb.nearest_sql(text, text, text, text) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION sitekb.search_table(
     p_table            text,
@@ -226,8 +230,7 @@ BEGIN
         END IF;
         BEGIN
             IF v_direct THEN
-                RETURN QUERY EXECUTE format('SELECT $2::bigint, r.* FROM (%s) r',
-                                            sitekb.nearest_sql(v_snap.table_name, '', '$3'))
+                RETURN QUERY EXECUTE sitekb.nearest_sql(v_snap.table_name, '', '$3', '$2::bigint, ')
                     USING $3, v_snap.snapshot_id, coalesce($4, 5);
             ELSE
                 RETURN QUERY
