@@ -216,7 +216,7 @@ def chunk_stage(conn: psycopg.Connection, run: Run, settings: Settings | None = 
             chunks, tokens = conn.execute(
                 "SELECT count(*), coalesce(sum(token_count), 0) FROM sitekb.chunks WHERE run_id = %s", (run.run_id,)
             ).fetchone()
-        # Keyword search vectors of the chunks this site has not had before (the rest are cached).
+        # Full-text vectors of chunks whose content was never indexed before (the rest are cached).
         from sitekb import fulltext
 
         out.update(documents=len(docs), chunks=chunks, tokens=tokens, chunker_version=CHUNKER_VERSION,

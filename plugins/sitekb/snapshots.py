@@ -151,7 +151,7 @@ def create_record(conn: psycopg.Connection, *, site: str, run_id: str, provider:
 def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, dimensions: int) -> dict:
     """Load the run's chunks with their cached embeddings and full-text vectors into a fresh table, then index it.
 
-    Returns the counts (chunks, documents) and how long each step took.
+    Returns the counts (chunks, documents) and how long loading and indexing took.
 
     Build-then-swap: a retry drops the half-built table of this snapshot and
     starts over; no published table is ever touched.
