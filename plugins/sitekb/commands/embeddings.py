@@ -2,11 +2,13 @@
 
     sitekb embeddings spend [--site S] [--limit N] [--json]
     sitekb embeddings cache [--json]
+    sitekb embeddings prune [--older-than DAYS] [--dry-run] [--json]
 
 ``spend`` reads ``sitekb.embedding_spend`` (written with every batch a run
 embeds, over all attempts of the run); ``cache`` counts
 ``sitekb.embedding_cache`` by model and dimensions. The bill of a run that has
-not embedded yet is ``sitekb run SITE --dry-run``.
+not embedded yet is ``sitekb run SITE --dry-run``. ``prune`` drops cached
+embeddings and full-text vectors that no staged chunk uses (sitekb.caches).
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ def read_cache(conn) -> list[dict]:
             """SELECT model, dimensions, count(*) AS vectors, min(created_at) AS oldest, max(created_at) AS newest
                FROM sitekb.embedding_cache GROUP BY model, dimensions ORDER BY model, dimensions"""
         ).fetchall()
+
+
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb import caches
+    from sitekb.commands import connect
+
+    with connect(settings) as conn:
+        result = caches.prune(conn, args.older_than, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        what = "would drop" if args.dry_run else "dropped"
+        print(f"{what} {result['embeddings']} cached embeddings and {result['fulltext_vectors']} full-text vectors "
+              f"that no staged chunk uses and are older than {args.older_than} days")
+    return 0
 
 
 def cmd_embeddings(args: argparse.Namespace, settings: Settings) -> int:
@@ -76,3 +93,11 @@ def register(subparsers) -> None:
     cache = sub.add_parser("cache", help="cached vectors per model and dimensions")
     cache.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=cmd_embeddings)
+    prune = sub.add_parser("prune", help="drop cached embeddings and full-text vectors no staged chunk uses",
+                           description="Published snapshots keep their own vectors; the caches only save work "
+                                       "when content comes back. Entries younger than the grace period stay.")
+    prune.add_argument("--older-than", type=int, default=30, metavar="DAYS",
+                       help="only entries created more than DAYS ago (default 30)")
+    prune.add_argument("--dry-run", action="store_true", help="count what would go, drop nothing")
+    prune.add_argument("--json", action="store_true", help="machine-readable output")
+    prune.set_defaults(func=cmd_prune)
