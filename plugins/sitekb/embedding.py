@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LOCAL_DEFAULT_MODEL", "MODEL_SPECS", "OPENAI_DEFAULT_MODEL", "PRICE_PER_MILLION_TOKENS", "EmbedResult",
     "Embedder", "LocalEmbedder", "OpenAIEmbedder", "check_budget", "embed_run", "embedder_for_site",
-    "estimate_cost", "get_embedder", "missing_texts", "run_spend", "store_vectors", "text_hash",
+    "estimate_cost", "get_embedder", "missing_texts", "openai_endpoint", "run_spend", "store_vectors", "text_hash",
 ]
 
 # US dollars per million input tokens (list prices of the synchronous API); a
@@ -100,19 +100,15 @@ def get_embedder(provider: str, model: str | None, dimensions: int | None = None
 def embedder_for_site(emb: "EmbeddingSettings", settings: Settings | None = None) -> Embedder:
     """The embedder a site's ``embedding`` config describes.
 
-    Key: the environment variable named by ``embedding.api_key_env`` if it is
-    not the default, else ``OPENAI_API_KEY`` / CLI / Airflow connection (via
-    Settings). Base URL: ``OPENAI_BASE_URL`` (env or CLI) over ``embedding.base_url``.
+    Key and server: :func:`openai_endpoint`.
     """
     settings = settings or Settings.from_env()
     if emb.provider == "local":
         return get_embedder("local", emb.model, emb.dimensions, settings, batch_size=emb.batch_size)
     model = emb.model or OPENAI_DEFAULT_MODEL
-    api_key = settings.openai_api_key
-    if emb.api_key_env != "OPENAI_API_KEY":
-        api_key = os.environ.get(emb.api_key_env) or api_key
+    api_key, base_url = openai_endpoint(settings, emb.api_key_env, emb.base_url)
     options = dict(
-        api_key=api_key, base_url=settings.openai_base_url or emb.base_url,
+        api_key=api_key, base_url=base_url,
         concurrency=emb.concurrency, max_retries=emb.max_retries, timeout=emb.timeout_seconds,
         max_input_tokens=emb.max_input_tokens,
     )
@@ -127,6 +123,19 @@ def embedder_for_site(emb: "EmbeddingSettings", settings: Settings | None = None
                                    max_wait_minutes=emb.batch_max_wait_minutes, **options)
     return get_embedder("openai", model, emb.dimensions, settings, batch_size=emb.batch_size,
                         price_per_million=price_per_million(model, emb), **options)
+
+
+def openai_endpoint(settings: Settings, api_key_env: str | None, base_url: str | None) -> tuple[str | None, str | None]:
+    """The key and server of an OpenAI-compatible embedder, for building a snapshot or querying one.
+
+    Key: the environment variable ``api_key_env`` names if it is not the default,
+    else ``OPENAI_API_KEY`` / CLI / Airflow connection (via Settings). Server:
+    ``OPENAI_BASE_URL`` (env or CLI) over ``base_url`` (site config, or what a snapshot recorded).
+    """
+    api_key = settings.openai_api_key
+    if api_key_env and api_key_env != "OPENAI_API_KEY":
+        api_key = os.environ.get(api_key_env) or api_key
+    return api_key, settings.openai_base_url or base_url
 
 
 def price_per_million(model: str, emb: "EmbeddingSettings | None" = None) -> float:

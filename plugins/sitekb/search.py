@@ -15,7 +15,6 @@ hybrid stays a choice (``mode="hybrid"``) rather than the default.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -25,7 +24,7 @@ from pgvector import Vector
 from psycopg.rows import class_row
 
 from sitekb import snapshots
-from sitekb.embedding import get_embedder
+from sitekb.embedding import get_embedder, openai_endpoint
 from sitekb.errors import ConfigError, NotFound
 from sitekb.settings import Settings
 
@@ -88,11 +87,9 @@ def _embedder(provider: str, model: str, dimensions: int, base_url: str | None, 
     if provider != "openai":
         return get_embedder(provider, model)
     settings = Settings.from_env()
-    # As when the snapshot was built: OPENAI_BASE_URL (env or CLI) over the recorded server,
-    # the key from the variable the site config named, else OPENAI_API_KEY.
-    api_key = (os.environ.get(api_key_env) if api_key_env else None) or settings.openai_api_key
-    return get_embedder(provider, model, dimensions, settings, api_key=api_key,
-                        base_url=settings.openai_base_url or base_url)
+    # Resolved as when the snapshot was built, from what it recorded.
+    api_key, server = openai_endpoint(settings, api_key_env, base_url)
+    return get_embedder(provider, model, dimensions, settings, api_key=api_key, base_url=server)
 
 
 def embed_query(snap_provider: str, snap_model: str, dimensions: int, query: str, *,
