@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from sitekb import __version__
+from sitekb.commands import connect
+from sitekb.commands import print_json as _print_json
 from sitekb.errors import ConfigError, SitekbError
 from sitekb.settings import Settings
 
@@ -29,20 +31,6 @@ DEFAULT_QUESTION = "How should we score leads that request a demo?"
 # command family lives next to the code it drives.
 EXTRA_COMMANDS: tuple[str, ...] = ("sitekb.commands.quality", "sitekb.commands.snapshots", "sitekb.commands.crawl",
                                     "sitekb.commands.embeddings")
-
-
-from sitekb.commands import print_json as _print_json  # noqa: E402
-
-
-@contextmanager
-def _database(settings: Settings) -> Iterator:
-    from sitekb import db
-
-    conn = db.open_database(settings)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 @contextmanager
@@ -86,7 +74,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         else:
             run_id = pipeline.run_refresh(config, settings=settings, alias=args.alias, full_recrawl=args.full,
                                           log=lambda m: print(m, file=sys.stderr))
-        with _database(settings) as conn:
+        with connect(settings) as conn:
             summary = report.run_summary(conn, run_id)
             summary["wall_seconds"] = round(time.time() - started, 2)
             passages = []
@@ -165,7 +153,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     elif args.action == "url":
         print(db.database_url(settings, start_embedded=False))
     elif args.action == "migrate":
-        with _database(settings):
+        with connect(settings):
             pass
         print("schema up to date")
     return 0
@@ -176,7 +164,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_exclusions(args: argparse.Namespace, settings: Settings) -> int:
     from psycopg.rows import dict_row
 
-    with _database(settings) as conn, conn.cursor(row_factory=dict_row) as cur:
+    with connect(settings) as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             """SELECT DISTINCT ON (site, url, rule) site, url, rule, detail, run_id, excluded_at
                FROM sitekb.exclusions WHERE %(site)s::text IS NULL OR site = %(site)s

@@ -9,9 +9,9 @@ exclusion ledger, URL by URL, is ``sitekb exclusions``.
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import timezone
 
+from sitekb.commands import connect, print_json
 from sitekb.settings import Settings
 
 
@@ -34,15 +34,10 @@ def read_crawl_stats(conn, site: str | None, limit: int) -> list[dict]:
 
 
 def cmd_crawl_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import db
-
-    conn = db.open_database(settings)
-    try:
+    with connect(settings) as conn:
         rows = read_crawl_stats(conn, args.site, args.limit)
-    finally:
-        conn.close()
     if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+        print_json(rows)
         return 0
     for r in rows:
         kind = "full" if r["full_crawl"] else "incremental"

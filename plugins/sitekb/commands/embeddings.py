@@ -14,8 +14,8 @@ embeddings and full-text vectors that no staged chunk uses (sitekb.caches).
 from __future__ import annotations
 
 import argparse
-import json
 
+from sitekb.commands import connect, print_json
 from sitekb.settings import Settings
 
 
@@ -45,12 +45,11 @@ def read_cache(conn) -> list[dict]:
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import caches
-    from sitekb.commands import connect
 
     with connect(settings) as conn:
         result = caches.prune(conn, args.older_than, dry_run=args.dry_run)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
     else:
         what = "would drop" if args.dry_run else "dropped"
         print(f"{what} {result['embeddings']} cached embeddings and {result['fulltext_vectors']} full-text vectors "
@@ -59,15 +58,10 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_embeddings(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import db
-
-    conn = db.open_database(settings)
-    try:
+    with connect(settings) as conn:
         rows = read_spend(conn, args.site, args.limit) if args.action == "spend" else read_cache(conn)
-    finally:
-        conn.close()
     if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+        print_json(rows)
     elif args.action == "spend":
         print(f"{'run':44} {'model':24} {'requests':>8} {'inputs':>8} {'tokens':>10} {'usd':>10}")
         for r in rows:

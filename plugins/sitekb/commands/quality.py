@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 
+from sitekb.commands import connect as _connect
+from sitekb.commands import print_json as _print_json
 from sitekb.settings import Settings
-
-
-from sitekb.commands import connect as _connect  # noqa: E402
-from sitekb.commands import print_json as _print_json  # noqa: E402
 
 
 def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:

@@ -22,14 +22,12 @@ import argparse
 import sys
 from datetime import date
 
+from sitekb.commands import connect as _connect
+from sitekb.commands import print_json as _print_json
 from sitekb.errors import ConfigError
 from sitekb.settings import Settings
 
 MODES = ("vector", "keyword", "hybrid")
-
-
-from sitekb.commands import connect as _connect  # noqa: E402
-from sitekb.commands import print_json as _print_json  # noqa: E402
 
 
 # -- snapshots --------------------------------------------------------------
