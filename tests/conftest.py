@@ -26,6 +26,8 @@ def _reset_schema(url: str) -> None:
     from sitekb import db
 
     with db.connect(url, register=False) as conn:
+        for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sitekb\\_snap\\_%'"):
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         conn.execute("DROP SCHEMA IF EXISTS sitekb_snapshots CASCADE")
         conn.execute("DROP SCHEMA IF EXISTS sitekb_api CASCADE")
         conn.execute("DROP SCHEMA IF EXISTS sitekb CASCADE")

@@ -121,6 +121,11 @@ def snapshot_table(table_name: str) -> sql.Composed:
     return sql.Identifier("sitekb_snapshots", table_name)
 
 
+def snapshot_search_schema(snapshot_id: int) -> sql.Identifier:
+    """The schema whose view ``chunks`` the SQL API's cached vector search reads (migration 0009)."""
+    return sql.Identifier(f"sitekb_snap_{snapshot_id}")
+
+
 def redact(url: str) -> str:
     """The URL with any password hidden, for messages and logs."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)

@@ -2,7 +2,8 @@
 
 A snapshot is one table ``sitekb_snapshots.snap_<id>`` holding the chunks of
 one run with their vectors (fixed dimension, so an HNSW index fits) and a
-full-text column. It is immutable once built. Aliases (``production``,
+full-text column, plus a schema ``sitekb_snap_<id>`` with a view over it for
+the SQL API's plan-cached search. It is immutable once built. Aliases (``production``,
 ``staging``, ...) are rows in ``sitekb.aliases``; moving one is a single
 UPDATE in one transaction, so publish and rollback take the same time
 whatever the snapshot size, and a reader sees either the old snapshot or the
@@ -31,7 +32,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row, dict_row
 
-from sitekb.db import snapshot_table
+from sitekb.db import snapshot_search_schema, snapshot_table
 from sitekb.errors import ConfigError, NotFound, SitekbError
 
 DEFAULT_ALIAS = "production"
@@ -158,8 +159,10 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
     """
     table_name = f"snap_{snapshot_id}"
     table = snapshot_table(table_name)
+    search_schema = snapshot_search_schema(snapshot_id)
     started = time.monotonic()
     with conn.transaction():
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(search_schema))
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
         # Every staged row of the run is read, so hash joins are right; the stages
         # have just written those rows, and without fresh statistics the planner
@@ -173,9 +176,14 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         conn.execute("SELECT set_config('work_mem', '64MB', true)")
         # Load first, index after: building HNSW over a full table is much faster
         # than maintaining it row by row.
+        # A row (vector + full-text vector + text) is usually over the 2 kB at which
+        # Postgres moves values out of line: TOAST would write each row's vector and
+        # full-text vector to a second table and index, which halves the load speed
+        # and makes the HNSW build and keyword ranking read them back from there.
+        # Rows stay whole up to a page; only a larger one (a 3072-dimension vector) is toasted.
         loaded = conn.execute(
             sql.SQL(
-                """CREATE TABLE {table} AS
+                """CREATE TABLE {table} WITH (toast_tuple_target = 8160) AS
                    SELECT c.chunk_id, c.url, d.title, c.heading_path, c.seq, c.text AS content, c.token_count,
                           d.language, d.tags, d.published, e.embedding::vector({dims}) AS embedding,
                           -- The chunk stage cached the full-text vectors (sitekb.fulltext); one it
@@ -212,6 +220,10 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         conn.execute(sql.SQL("CREATE INDEX ON {} USING gin (tsv)").format(table))
         conn.execute(sql.SQL("CREATE INDEX ON {} (url)").format(table))
         conn.execute(sql.SQL("ANALYZE {}").format(table))
+        # The SQL API's vector search reads "chunks" under this schema's search_path, so its
+        # plan is cached per session (migration 0009). Only the owner may read it.
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(search_schema))
+        conn.execute(sql.SQL("CREATE VIEW {}.chunks AS SELECT * FROM {}").format(search_schema, table))
         pages = conn.execute(sql.SQL("SELECT count(DISTINCT url) FROM {}").format(table)).fetchone()[0]
         counts = {"chunks": loaded, "documents": pages}
         conn.execute(
@@ -391,6 +403,7 @@ def apply_retention(conn: psycopg.Connection, site: str, keep: int) -> list[int]
             try:
                 with conn.transaction():  # a savepoint: a busy table is skipped, the rest still go
                     conn.execute("SELECT set_config('lock_timeout', %s, true)", (RETENTION_LOCK_TIMEOUT,))
+                    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(snapshot_search_schema(snapshot_id)))
                     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(snapshot_table(f"snap_{snapshot_id}")))
                     conn.execute(
                         """UPDATE sitekb.snapshots

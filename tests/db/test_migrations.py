@@ -22,6 +22,19 @@ def test_migrate_is_idempotent(conn):
             "aliases", "alias_events"} <= tables
 
 
+def test_0009_gives_snapshots_built_before_it_their_search_view(conn):
+    from tests.db.factory import make_snapshot, random_pages
+
+    snap = make_snapshot(conn, "s", random_pages("s"), publish_as="production")
+    retired = make_snapshot(conn, "s", random_pages("s", seed=1), seed=1)
+    conn.execute(f"DROP TABLE sitekb_snapshots.{retired.table_name} CASCADE")   # as if retention had run
+    for sid in (snap.snapshot_id, retired.snapshot_id):
+        conn.execute(f"DROP SCHEMA sitekb_snap_{sid} CASCADE")                   # as built before 0009
+    conn.execute(next(text for version, _, text in db.migrations() if version == 9))
+    assert conn.execute(f"SELECT count(*) FROM sitekb_snap_{snap.snapshot_id}.chunks").fetchone()[0] == 12
+    assert conn.execute("SELECT to_regnamespace(%s)", (f"sitekb_snap_{retired.snapshot_id}",)).fetchone()[0] is None
+
+
 def test_concurrent_first_start_applies_each_migration_once(database_server):
     from tests.conftest import _reset_schema
 

@@ -41,6 +41,8 @@ def test_the_reader_cannot_read_any_snapshot_table_directly(reader, conn):
     published = snapshots.resolve(conn, "s")
     for snap in (unpublished, published):
         _denied(reader, f"SELECT * FROM sitekb_snapshots.{snap.table_name}")
+        _denied(reader, f"SELECT * FROM sitekb_snap_{snap.snapshot_id}.chunks")   # the API's view over it
+        _denied(reader, f"CREATE TABLE sitekb_snap_{snap.snapshot_id}.chunks2 (x int)")
     with pytest.raises(psycopg.errors.NoDataFound):
         reader.execute("SELECT * FROM sitekb_api.search('s', query => 'lead', mode => 'keyword', snapshot_id => %s)",
                        (unpublished.snapshot_id,))

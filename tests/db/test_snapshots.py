@@ -36,6 +36,12 @@ def test_build_records_lineage_and_indexes(conn):
         (snap.table_name,))}
     assert any("hnsw" in d and "vector_cosine_ops" in d for d in indexes)
     assert any("gin" in d and "tsv" in d for d in indexes)
+    # Rows up to a page stay whole: no vector or full-text vector goes to a TOAST table.
+    options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass",
+                           (f"sitekb_snapshots.{snap.table_name}",)).fetchone()[0]
+    assert options == ["toast_tuple_target=8160"]
+    # The SQL API's plan-cached search reads the table through this view.
+    assert conn.execute(f"SELECT count(*) FROM sitekb_snap_{snap.snapshot_id}.chunks").fetchone()[0] == 6
 
 
 def test_publish_moves_the_alias_and_records_who_when_why(conn):
@@ -120,6 +126,8 @@ def test_retention_keeps_the_newest_n_plus_aliased_and_pinned(conn):
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'sitekb_snapshots' AND c.relname LIKE %s", (f"snap_{rejected}%",)).fetchone()[0]
     assert leftover == 0                                          # its indexes went with it
+    schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sitekb\\_snap\\_%'")}
+    assert schemas == {f"sitekb_snap_{sid}" for sid in [*ids, other_site.snapshot_id] if sid not in dropped}
     assert _table_exists(conn, other_site.table_name)             # another site is untouched
     # Unpinning lets the next pass drop it.
     snapshots.set_pinned(conn, ids[2], False)

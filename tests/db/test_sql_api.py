@@ -169,3 +169,32 @@ def test_the_direct_vector_path_ranks_like_the_general_one(corpus):
         deep = _search(corpus["reader"], query_embedding=Vector(query), k=60)
         assert direct == filtered == deep[:5]
         assert [r[6] for r in direct] == _exact_ranking(corpus, query)[:5]
+
+
+def test_one_session_follows_the_alias_across_publish_rollback_and_retention(corpus, conn):
+    """The direct vector search keeps its plan per snapshot (migration 0009): a session must still
+    follow every alias move, and a retired snapshot's dropped view must not break the next search."""
+    reader = corpus["reader"]
+    old = corpus["snap"]
+    query = Vector(_unit(corpus["rng"], 1)[0])
+
+    def served():
+        rows = _search(reader, query_embedding=query, k=3)
+        assert len(rows) == 3 and len({r[0] for r in rows}) == 1
+        return rows[0][0], [r[6] for r in rows]
+
+    for _ in range(8):   # enough calls for the session to settle on a cached plan
+        assert served()[0] == old.snapshot_id
+    new_pages = random_pages("s", pages=2, seed=5)
+    new = make_snapshot(conn, "s", new_pages, dims=DIMS, seed=5, publish_as="production")
+    new_id, new_texts = served()
+    assert new_id == new.snapshot_id
+    assert set(new_texts) <= {t for page in new_pages for t in page.chunks}
+    snapshots.rollback(conn, "s", actor="test", reason="test")
+    assert served()[0] == old.snapshot_id
+    snapshots.publish(conn, new.snapshot_id, actor="test", reason="test")
+    assert served()[0] == new.snapshot_id
+    assert snapshots.apply_retention(conn, "s", keep=1) == [old.snapshot_id]
+    assert served() == (new_id, new_texts)
+    with pytest.raises(psycopg.errors.NoDataFound, match=f"snapshot {old.snapshot_id} is not available"):
+        _search(reader, query_embedding=query, k=3, snapshot_id=old.snapshot_id)
