@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -127,7 +128,10 @@ def create_record(conn: psycopg.Connection, *, site: str, run_id: str, provider:
 
     A snapshot that was ever published is immutable: retrying the build of its
     run is refused instead of rebuilding a table that frontends may read.
+    ``base_url`` is recorded without any user and password in it (frontends see
+    it): an OPENAI_BASE_URL that carries them is set where queries run, and wins.
     """
+    base_url = _without_credentials(base_url)
     row = conn.execute(
         """INSERT INTO sitekb.snapshots (site, run_id, embedding_provider, embedding_model, dimensions,
                                          tokenizer, config_hash, extractor_version, chunker_version,
@@ -147,6 +151,18 @@ def create_record(conn: psycopg.Connection, *, site: str, run_id: str, provider:
             "start a new run to build a new snapshot"
         )
     return row[0]
+
+
+def _without_credentials(url: str | None) -> str | None:
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
 
 
 def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, dimensions: int) -> dict:

@@ -44,6 +44,17 @@ def test_build_records_lineage_and_indexes(conn):
     assert conn.execute(f"SELECT count(*) FROM sitekb_snap_{snap.snapshot_id}.chunks").fetchone()[0] == 6
 
 
+def test_the_recorded_embedding_server_never_carries_credentials(conn):
+    cases = {"https://me:secret@llm.test:8443/v1": "https://llm.test:8443/v1",
+             "http://token@[::1]/v1": "http://[::1]/v1", "http://127.0.0.1:8000/v1": "http://127.0.0.1:8000/v1"}
+    for given, recorded in cases.items():
+        with conn.transaction():
+            sid = snapshots.create_record(conn, site="s", run_id=f"r{len(given)}", provider="openai", model="m",
+                                          dimensions=8, tokenizer="t", config_hash="x", extractor_version="x",
+                                          chunker_version="x", base_url=given, api_key_env="LLM_KEY")
+        assert snapshots.get(conn, sid).embedding_base_url == recorded
+
+
 def test_publish_moves_the_alias_and_records_who_when_why(conn):
     first = make_snapshot(conn, "s", random_pages("s"), publish_as="production")
     second = make_snapshot(conn, "s", random_pages("s", seed=1), seed=1)
