@@ -276,7 +276,10 @@ class SiteConfig(_Strict):
     golden_mode: Literal["vector", "keyword", "hybrid"] = Field(
         default="vector", description="Search mode the golden questions are asked in (the API's default)."
     )
-    keep_snapshots: int = Field(default=5, ge=1)
+    keep_snapshots: int = Field(
+        default=5, ge=1,
+        description="Snapshots kept by retention (plus aliased and pinned ones); also how many runs keep their documents.",
+    )
 
     @field_validator("name")
     @classmethod

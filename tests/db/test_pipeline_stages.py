@@ -73,3 +73,18 @@ def test_a_gutted_crawl_is_rejected_and_the_live_snapshot_stays(conn, database_u
     assert {r["check"] for r in rejected.reasons} >= {"documents_drop", "golden_questions"}
     status = conn.execute("SELECT status FROM sitekb.runs WHERE run_id = 'bad'").fetchone()[0]
     assert status == "blocked" and live_run == "good"
+
+
+def test_publish_keeps_the_documents_of_the_newest_runs_only(conn, database_url, small_site):
+    settings = Settings.from_env()
+    data = small_site.model_dump(mode="json")
+    data["keep_snapshots"] = 2
+    site = type(small_site).model_validate(data)
+    for run_id in ("r1", "r2", "r3"):
+        pipeline.run_refresh(site, settings=settings, run_id=run_id, log=lambda m: None)
+    kept = {r[0]: r[1] for r in conn.execute(
+        "SELECT run_id, count(*) FROM sitekb.documents WHERE site = %s GROUP BY run_id", (site.name,))}
+    assert kept == {"r2": 3, "r3": 3}
+    assert {r[0] for r in conn.execute("SELECT run_id FROM sitekb.runs")} == {"r1", "r2", "r3"}   # history stays
+    stats = conn.execute("SELECT stages->'publish' FROM sitekb.runs WHERE run_id = 'r3'").fetchone()[0]
+    assert stats["old_documents_dropped"] == 3
