@@ -165,11 +165,14 @@ def cmd_exclusions(args: argparse.Namespace, settings: Settings) -> int:
     from psycopg.rows import dict_row
 
     with connect(settings) as conn, conn.cursor(row_factory=dict_row) as cur:
+        # Without --run, each (URL, rule) once, as the newest run that applied it recorded it.
         rows = cur.execute(
             """SELECT DISTINCT ON (site, url, rule) site, url, rule, detail, run_id, excluded_at
-               FROM sitekb.exclusions WHERE %(site)s::text IS NULL OR site = %(site)s
+               FROM sitekb.exclusions
+               WHERE (%(site)s::text IS NULL OR site = %(site)s) AND (%(run)s::text IS NULL OR run_id = %(run)s)
+                 AND (%(rule)s::text IS NULL OR rule = %(rule)s)
                ORDER BY site, url, rule, excluded_at DESC""",
-            {"site": args.site},
+            {"site": args.site, "run": args.run, "rule": args.rule},
         ).fetchall()
     if args.json:
         _print_json(rows)
@@ -237,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     exc = sub.add_parser("exclusions", help="the ledger of URLs left out, with the rule that excluded each")
     exc.add_argument("--site", help="only this site")
+    exc.add_argument("--run", metavar="RUN_ID", help="only what this run excluded")
+    exc.add_argument("--rule", help="only this rule (label, robots-txt, robots-meta, tdm-reservation, off-domain, ...)")
     exc.add_argument("--json", action="store_true", help="machine-readable output")
     exc.set_defaults(func=cmd_exclusions)
 

@@ -134,6 +134,28 @@ def test_crawl_stats_command_prints_the_runs(web, crawl, capsys):
     assert "stats-2" in text and "robots-txt=1" in text and "not modified" in text
 
 
+def test_exclusions_command_filters_by_run_and_rule(web, crawl, capsys):
+    from sitekb.cli import main
+
+    linked_site(web, RULES)
+    crawl(site_config(web.base_url), "excl-1")
+    web.add("/", html_reply(page("Home", links=["/public.html", "/private/x.html", "/draft.html"])))
+    web.add("/draft.html", html_reply(page("Draft", body="Internal draft. #do_NOT_train_on_this")))
+    crawl(site_config(web.base_url), "excl-2", full=True)
+    capsys.readouterr()
+    assert main(["exclusions", "--site", "fixture", "--json"]) == 0
+    everything = json.loads(capsys.readouterr().out)
+    assert {(r["url"].removeprefix(web.base_url), r["rule"]) for r in everything} == {
+        ("/private/x.html", "robots-txt"), ("/draft.html", "label")}
+    assert {r["run_id"] for r in everything} == {"excl-2"}         # the newest run that applied each rule
+    assert main(["exclusions", "--run", "excl-1", "--json"]) == 0
+    assert [r["rule"] for r in json.loads(capsys.readouterr().out)] == ["robots-txt"]
+    assert main(["exclusions", "--site", "fixture", "--rule", "label"]) == 0
+    text = capsys.readouterr().out
+    assert "/draft.html" in text and "#do_NOT_train_on_this" in text and "private" not in text
+    assert "1 exclusions" in text
+
+
 def test_robots_txt_not_obeyed_still_gives_sitemaps_and_a_broken_tdmrep_is_counted(web, crawl):
     from tests.crawl.fixture_site import sitemap
 
