@@ -246,10 +246,11 @@ class EmbeddingSettings(_Strict):
     def _base_url_is_http(cls, url: str | None) -> str | None:
         if url is not None and urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"{url!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
-        if url is not None and urlsplit(url).password is not None:
-            # Every snapshot records its server, and sitekb_api.snapshots shows it to frontends.
-            raise ValueError("must not carry a password (https://user:password@host): put the key in the "
-                             "variable embedding.api_key_env names; the URL is recorded with every snapshot "
+        if url is not None and urlsplit(url).username is not None:
+            # Every snapshot records its server (without credentials), and sitekb_api.snapshots
+            # shows it to frontends: a key in the URL would be lost or exposed.
+            raise ValueError("must not carry a user or password (https://user:password@host): put the key in "
+                             "the variable embedding.api_key_env names; the URL is recorded with every snapshot "
                              "and shown to frontends")
         return url
 

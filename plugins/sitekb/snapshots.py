@@ -157,12 +157,7 @@ def _without_credentials(url: str | None) -> str | None:
     if not url:
         return url
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
 
 
 def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, dimensions: int) -> dict:
@@ -196,7 +191,9 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         # Postgres moves values out of line: TOAST would write each row's vector and
         # full-text vector to a second table and index, which halves the load speed
         # and makes the HNSW build and keyword ranking read them back from there.
-        # Rows stay whole up to a page; only a larger one (a 3072-dimension vector) is toasted.
+        # Rows stay whole up to a page (8 kB): with 384 or 768 dimensions they fit. A 1536-dimension
+        # vector (6 kB, OpenAI's default) plus text and full-text vector does not, and Postgres
+        # still moves the largest value (the vector) out of line, as it did before.
         loaded = conn.execute(
             sql.SQL(
                 """CREATE TABLE {table} WITH (toast_tuple_target = 8160) AS

@@ -88,3 +88,15 @@ def test_the_embedded_server_gets_more_shared_memory_once_and_restarts_cleanly(t
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         embedded_pg.stop(home)
+
+
+def test_0009_strips_credentials_recorded_before_it(conn):
+    from sitekb import snapshots
+
+    with conn.transaction():
+        sid = snapshots.create_record(conn, site="s", run_id="old", provider="openai", model="m", dimensions=8,
+                                      tokenizer="t", config_hash="x", extractor_version="x", chunker_version="x")
+    conn.execute("UPDATE sitekb.snapshots SET embedding_base_url = 'https://me:secret@llm.test:8443/v1' "
+                 "WHERE snapshot_id = %s", (sid,))
+    conn.execute(next(text for version, _, text in db.migrations() if version == 9))
+    assert snapshots.get(conn, sid).embedding_base_url == "https://llm.test:8443/v1"

@@ -136,3 +136,24 @@ def test_a_reader_never_sees_an_error_or_a_mixed_answer_while_aliases_move(conn,
         (sid,), (version,) = ids, versions
         assert (sid, version) in {(a.snapshot_id, "A"), (b.snapshot_id, "B")}
     assert {next(iter(ids)) for ids, _ in answers} <= {a.snapshot_id, b.snapshot_id}
+
+
+def test_a_missing_snapshot_view_falls_back_and_never_reads_the_callers_temp_objects(reader, conn):
+    """The API's cached search reads an unqualified "chunks" as its owner. If the snapshot's view
+    schema is missing, a reader's own temp view of that name must not be read (it could call any
+    function with the owner's rights); the search falls back to the table by its full name."""
+    live = snapshots.resolve(conn, "s")
+    query = Vector(np.ones(8, dtype=np.float32))
+    expected = reader.execute("SELECT chunk_id FROM sitekb_api.search('s', query_embedding => %s, k => 3)",
+                              (query,)).fetchall()
+    assert len(expected) == 3
+    reader.execute("""CREATE TEMP VIEW chunks AS
+                      SELECT 'hijacked'::text AS chunk_id, ''::text AS url, ''::text AS title,
+                             '{}'::text[] AS heading_path, ''::text AS content, ''::text AS language,
+                             '{}'::text[] AS tags, ''::text AS published,
+                             '[1,1,1,1,1,1,1,1]'::vector AS embedding""")
+    conn.execute(f"DROP SCHEMA sitekb_snap_{live.snapshot_id} CASCADE")   # as a pre-0009 worker's build
+    for _ in range(3):   # and again with whatever plan the session cached
+        got = reader.execute("SELECT chunk_id FROM sitekb_api.search('s', query_embedding => %s, k => 3)",
+                             (query,)).fetchall()
+        assert got == expected

@@ -137,7 +137,7 @@ def test_retention_keeps_the_newest_n_plus_aliased_and_pinned(conn):
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'sitekb_snapshots' AND c.relname LIKE %s", (f"snap_{rejected}%",)).fetchone()[0]
     assert leftover == 0                                          # its indexes went with it
-    schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sitekb\\_snap\\_%'")}
+    schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname ~ '^sitekb_snap_[0-9]+$'")}
     assert schemas == {f"sitekb_snap_{sid}" for sid in [*ids, other_site.snapshot_id] if sid not in dropped}
     assert _table_exists(conn, other_site.table_name)             # another site is untouched
     # Unpinning lets the next pass drop it.

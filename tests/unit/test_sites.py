@@ -40,7 +40,10 @@ def test_unknown_key_is_named(tmp_path):
         ({"name": "x", "start_urls": ["https://a.test/"], "embedding": {"provider": "cohere"}}, "embedding.provider"),
         ({"name": "x", "start_urls": ["https://a.test/"],
           "embedding": {"provider": "openai", "base_url": "https://me:secret@llm.test/v1"}},
-         "embedding.base_url: Value error, must not carry a password"),
+         "embedding.base_url: Value error, must not carry a user or password"),
+        ({"name": "x", "start_urls": ["https://a.test/"],
+          "embedding": {"provider": "openai", "base_url": "https://token@llm.test/v1"}},
+         "embedding.base_url: Value error, must not carry a user or password"),
     ],
 )
 def test_wrong_values_are_refused_with_their_key(data, fragment):

@@ -18,6 +18,38 @@
 -- The generic plan is the same HNSW index scan.
 --
 -- Only the owner can read these schemas; sitekb_reader gets no grant on them.
+--
+-- An unqualified name under a SECURITY DEFINER function must never reach the
+-- caller's pg_temp: if a snapshot's schema is missing (retention dropped it a
+-- moment ago, or a worker older than this migration built the snapshot), the
+-- next schema on the path, sitekb_snap_gone, answers "chunks" with a view that
+-- raises. The search then falls back to the general path, which names the
+-- table in full.
+--
+-- The function is now VOLATILE: a STABLE one reads everything as of the
+-- calling statement's start, so re-resolving the alias after retention dropped
+-- a table found the same dropped snapshot again.
+
+CREATE SCHEMA IF NOT EXISTS sitekb_snap_gone;
+
+CREATE OR REPLACE FUNCTION sitekb.snapshot_view_missing()
+RETURNS TABLE (chunk_id text, url text, title text, heading_path text[], content text, language text,
+               tags text[], published text, embedding vector)
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    RAISE EXCEPTION 'this snapshot has no view for the cached search' USING ERRCODE = 'SKB01';
+END
+$fn$;
+REVOKE ALL ON FUNCTION sitekb.snapshot_view_missing() FROM PUBLIC;
+
+CREATE OR REPLACE VIEW sitekb_snap_gone.chunks AS SELECT * FROM sitekb.snapshot_view_missing();
+
+-- Snapshots recorded before credentials were stripped at record time (sitekb_api.snapshots
+-- shows this column to frontends).
+UPDATE sitekb.snapshots
+   SET embedding_base_url = regexp_replace(embedding_base_url, '^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@', '\1')
+ WHERE embedding_base_url ~ '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*@';
 
 DO $do$
 DECLARE
@@ -49,7 +81,7 @@ CREATE OR REPLACE FUNCTION sitekb_api.search(
     published_after  date    DEFAULT NULL,
     published_before date    DEFAULT NULL
 ) RETURNS SETOF sitekb_api.passage
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 SET hnsw.ef_search = 100
 SET hnsw.iterative_scan = 'off'
@@ -88,8 +120,10 @@ BEGIN
         END IF;
         BEGIN
             IF v_direct THEN
-                -- "chunks" is the snapshot's view; the function's SET clause restores the path on return.
-                PERFORM set_config('search_path', format('pg_catalog, %I, %s', 'sitekb_snap_' || v_id, v_path), true);
+                -- "chunks" is the snapshot's view (or sitekb_snap_gone's, which raises SKB01); the
+                -- function's SET clause restores the path on return.
+                PERFORM set_config('search_path',
+                                   format('pg_catalog, %I, sitekb_snap_gone, %s', 'sitekb_snap_' || v_id, v_path), true);
                 -- Unfiltered, the index returns the hits in distance order: numbered as they come.
                 RETURN QUERY
                     SELECT v_id, (row_number() OVER ())::integer, h.chunk_id, h.url, h.title, h.heading_path,
@@ -105,7 +139,11 @@ BEGIN
                                              $8, $9, $10, $11, $12) r;
             END IF;
             RETURN;
-        EXCEPTION WHEN undefined_table THEN
+        EXCEPTION
+        WHEN SQLSTATE 'SKB01' THEN
+            -- No view for this snapshot: the general path reads its table by its full name.
+            v_direct := false;
+        WHEN undefined_table THEN
             -- Retention dropped the snapshot between resolving the alias and reading it: resolve again.
             IF attempt = 3 OR $7 IS NOT NULL THEN
                 RAISE EXCEPTION 'snapshot % is no longer available', v_id
@@ -113,6 +151,9 @@ BEGIN
             END IF;
         END;
     END LOOP;
+    -- Only reached when every attempt lost its table; never answer with silence.
+    RAISE EXCEPTION 'snapshot % is no longer available', v_id
+        USING ERRCODE = 'no_data_found', HINT = 'it was retired; query an alias instead';
 END
 $fn$;
 
