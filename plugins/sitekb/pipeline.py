@@ -397,17 +397,20 @@ def publish_stage(conn: psycopg.Connection, run: Run, alias: str | None = None) 
                 (run.site.name, run.site.name, run.run_id),
             )
             # Each run stores the site's extracted text again. The documents (and quarantine
-            # verdicts) of the newest keep_snapshots runs stay for inspection; older ones go,
-            # so the database does not grow by a copy of the site every run.
+            # verdicts) of the newest keep_snapshots runs stay for inspection, and so do those
+            # of every run whose snapshot retention kept (live, rollback target, pinned);
+            # older ones go, so the database does not grow by a copy of the site every run.
             documents_dropped = conn.execute(
                 """DELETE FROM sitekb.documents WHERE site = %s AND run_id IN (
                        SELECT run_id FROM sitekb.runs WHERE site = %s AND run_id <> %s
                          AND finished_at IS NOT NULL
-                       ORDER BY started_at DESC, run_id DESC OFFSET %s)""",
-                (run.site.name, run.site.name, run.run_id, run.site.keep_snapshots - 1),
+                       ORDER BY started_at DESC, run_id DESC OFFSET %s)
+                     AND run_id NOT IN (SELECT run_id FROM sitekb.snapshots
+                                        WHERE site = %s AND table_name IS NOT NULL)""",
+                (run.site.name, run.site.name, run.run_id, run.site.keep_snapshots - 1, run.site.name),
             ).rowcount
-        out.update(old_documents_dropped=documents_dropped)
-        out.update(snapshot_id=snap.snapshot_id, alias=alias, previous=previous, retired=dropped)
+        out.update(snapshot_id=snap.snapshot_id, alias=alias, previous=previous, retired=dropped,
+                   old_documents_dropped=documents_dropped)
     return out
 
 

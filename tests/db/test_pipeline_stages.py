@@ -75,16 +75,30 @@ def test_a_gutted_crawl_is_rejected_and_the_live_snapshot_stays(conn, database_u
     assert status == "blocked" and live_run == "good"
 
 
-def test_publish_keeps_the_documents_of_the_newest_runs_only(conn, database_url, small_site):
+def test_publish_keeps_the_documents_of_the_newest_runs_and_kept_snapshots_only(conn, database_url, small_site):
     settings = Settings.from_env()
     data = small_site.model_dump(mode="json")
     data["keep_snapshots"] = 2
     site = type(small_site).model_validate(data)
-    for run_id in ("r1", "r2", "r3"):
+
+    def documents():
+        return {r[0]: r[1] for r in conn.execute(
+            "SELECT run_id, count(*) FROM sitekb.documents WHERE site = %s GROUP BY run_id", (site.name,))}
+
+    pipeline.run_refresh(site, settings=settings, run_id="r1", log=lambda m: None)
+    snapshots.set_pinned(conn, snapshots.for_run(conn, "r1").snapshot_id, True)   # kept by retention
+    for run_id in ("r2", "r3"):
         pipeline.run_refresh(site, settings=settings, run_id=run_id, log=lambda m: None)
-    kept = {r[0]: r[1] for r in conn.execute(
-        "SELECT run_id, count(*) FROM sitekb.documents WHERE site = %s GROUP BY run_id", (site.name,))}
-    assert kept == {"r2": 3, "r3": 3}
-    assert {r[0] for r in conn.execute("SELECT run_id FROM sitekb.runs")} == {"r1", "r2", "r3"}   # history stays
-    stats = conn.execute("SELECT stages->'publish' FROM sitekb.runs WHERE run_id = 'r3'").fetchone()[0]
+    assert documents() == {"r1": 3, "r2": 3, "r3": 3}           # r1 is past the newest two, but pinned
+    # A failed run counts as a run, but cannot push out the documents of a kept snapshot.
+    with conn.transaction():
+        conn.execute("INSERT INTO sitekb.runs (run_id, site, status, finished_at) "
+                     "VALUES ('failed', %s, 'failed', now())", (site.name,))
+    pipeline.run_refresh(site, settings=settings, run_id="r4", log=lambda m: None)
+    # Newest runs besides r4: failed, r3, r2, r1. The failed run fills the window's one other
+    # place; r3's snapshot (among the newest two) and r1's (pinned) are kept, so their documents
+    # stay; r2's snapshot was retired by this publish, and its documents go.
+    assert documents() == {"r1": 3, "r3": 3, "r4": 3}
+    assert {r[0] for r in conn.execute("SELECT run_id FROM sitekb.runs")} >= {"r1", "r2", "r3", "r4"}   # history
+    stats = conn.execute("SELECT stages->'publish' FROM sitekb.runs WHERE run_id = 'r4'").fetchone()[0]
     assert stats["old_documents_dropped"] == 3
