@@ -173,8 +173,7 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
     search_schema = snapshot_search_schema(snapshot_id)
     started = time.monotonic()
     with conn.transaction():
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(search_schema))
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+        _drop_snapshot_objects(conn, snapshot_id)
         # Every staged row of the run is read, so hash joins are right; the stages
         # have just written those rows, and without fresh statistics the planner
         # picks per-row nested loops (30x slower at 10k chunks).
@@ -247,6 +246,12 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         )
     finished = time.monotonic()
     return {**counts, "load_seconds": round(loaded_at - started, 3), "index_seconds": round(finished - loaded_at, 3)}
+
+
+def _drop_snapshot_objects(conn: psycopg.Connection, snapshot_id: int) -> None:
+    """Drop a snapshot's table (with its indexes) and the view schema the SQL API reads it through."""
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(snapshot_search_schema(snapshot_id)))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(snapshot_table(f"snap_{snapshot_id}")))
 
 
 def _index_memory_mb(rows: int, dimensions: int) -> int:
@@ -416,8 +421,7 @@ def apply_retention(conn: psycopg.Connection, site: str, keep: int) -> list[int]
             try:
                 with conn.transaction():  # a savepoint: a busy table is skipped, the rest still go
                     conn.execute("SELECT set_config('lock_timeout', %s, true)", (RETENTION_LOCK_TIMEOUT,))
-                    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(snapshot_search_schema(snapshot_id)))
-                    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(snapshot_table(f"snap_{snapshot_id}")))
+                    _drop_snapshot_objects(conn, snapshot_id)
                     conn.execute(
                         """UPDATE sitekb.snapshots
                            SET state = CASE WHEN state = 'rejected' THEN 'rejected' ELSE 'retired' END,
