@@ -14,8 +14,10 @@ the failed task's log and in `sitekb snapshots list`.
 **Emits**: the Asset `sitekb://snapshots/published`, with `site`, `alias` and
 `snapshot_id` in the event's extra.
 
-Stages: crawl → extract → validate → chunk → embed → build → evaluate → publish.
-Every task can run twice; XCom carries only the run id and counts.
+Stages (one task each, from the registry `sitekb.stages.STAGES`): crawl →
+extract → validate → chunk → embed → build → evaluate → publish. Every task
+can run twice; XCom carries only the run id and counts; each task's log says
+what its stage did.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from sitekb.orchestration import tasks
+from sitekb.passages import DEFAULT_ALIAS
+from sitekb.stages import STAGES
 
 DEFAULT_ARGS = {
     "owner": "sitekb",
@@ -47,7 +51,7 @@ DEFAULT_ARGS = {
     params={
         "site": Param("demo", type="string", description="Site config name under dags/sites/ or a YAML path"),
         "start_url": Param(None, type=["null", "string"], description="Override the site's origin"),
-        "alias": Param("production", type="string", description="Alias to publish to"),
+        "alias": Param(DEFAULT_ALIAS, type="string", description="Alias to publish to"),
         "full_recrawl": Param(False, type="boolean", description="Fetch every page again"),
     },
 )
@@ -56,42 +60,10 @@ def sitekb_refresh():
     def start(params=None, run_id=None) -> str:
         return tasks.start(params, run_id)
 
-    @task(execution_timeout=timedelta(hours=6))
-    def crawl(run: str) -> dict:
-        return tasks.run_stage("crawl", run)
-
-    @task
-    def extract(run: str, _: dict) -> dict:
-        return tasks.run_stage("extract", run)
-
-    @task
-    def validate(run: str, _: dict) -> dict:
-        return tasks.run_stage("validate", run)
-
-    @task
-    def chunk(run: str, _: dict) -> dict:
-        return tasks.run_stage("chunk", run)
-
-    @task(execution_timeout=timedelta(hours=6))
-    def embed(run: str, _: dict) -> dict:
-        return tasks.run_stage("embed", run)
-
-    @task
-    def build(run: str, _: dict) -> dict:
-        return tasks.run_stage("build", run)
-
-    @task(retries=0)
-    def evaluate(run: str, _: dict) -> dict:
-        return tasks.run_stage("evaluate", run)
-
-    @task(outlets=[tasks.SNAPSHOT_PUBLISHED])
-    def publish(run: str, _: dict, *, outlet_events=None) -> dict:
-        return tasks.publish(run, outlet_events)
-
     run = start()
-    result = crawl(run)
-    for step in (extract, validate, chunk, embed, build, evaluate, publish):
-        result = step(run, result)
+    previous = None
+    for stage in STAGES:
+        previous = tasks.stage_task(stage)(run, previous)
 
 
 sitekb_refresh()

@@ -15,23 +15,25 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+from sitekb.settings import PROCESS_ENVIRONMENT  # noqa: E402  (what every entry point sets)
+
+for _name, _value in PROCESS_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _reset_schema(url: str) -> None:
-    from sitekb import db
+    from sitekb import store
 
-    with db.connect(url, register=False) as conn:
+    with store.connect(url, register=False) as conn:
         for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sitekb\\_snap\\_%'"):
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         conn.execute("DROP SCHEMA IF EXISTS sitekb_snapshots CASCADE")
         conn.execute("DROP SCHEMA IF EXISTS sitekb_api CASCADE")
         conn.execute("DROP SCHEMA IF EXISTS sitekb CASCADE")
         conn.execute("DROP TABLE IF EXISTS public.sitekb_schema_migrations")
+        conn.execute("DROP TABLE IF EXISTS public.sitekb_schema_repeatables")
         for role in ("sitekb_reader",):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             if exists:
@@ -45,7 +47,7 @@ def database_server(tmp_path_factory):
     if external:
         yield external
         return
-    from sitekb import embedded_pg
+    from sitekb.store import embedded as embedded_pg
 
     # A short path: Unix socket paths are limited to ~100 bytes.
     home = Path(tempfile.mkdtemp(prefix="skt-"))
@@ -58,20 +60,20 @@ def database_server(tmp_path_factory):
 @pytest.fixture
 def database_url(database_server, monkeypatch):
     """A freshly migrated, empty sitekb schema; SITEKB_DATABASE_URL points at it."""
-    from sitekb import db
+    from sitekb import store
 
     _reset_schema(database_server)
-    with db.connect(database_server) as conn:
-        db.migrate(conn)
+    with store.connect(database_server) as conn:
+        store.migrate(conn)
     monkeypatch.setenv("SITEKB_DATABASE_URL", database_server)
     return database_server
 
 
 @pytest.fixture
 def conn(database_url):
-    from sitekb import db
+    from sitekb import store
 
-    connection = db.connect(database_url)
+    connection = store.connect(database_url)
     yield connection
     connection.close()
 
@@ -91,3 +93,11 @@ def demo_config(demo_site):
     from sitekb.sites import load_site
 
     return load_site("demo").with_base_url(demo_site.base_url)
+
+
+@pytest.fixture
+def settings(database_url, tmp_path):
+    """Settings of a test entry point: the test database, a private SITEKB_HOME."""
+    from sitekb.settings import Settings
+
+    return Settings.from_env(database_url=database_url, home=tmp_path / "home")

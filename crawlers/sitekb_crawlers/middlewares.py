@@ -20,7 +20,7 @@
 - :class:`RedirectAwareDupeFilter` counts redirect loops and redirects to a
   page already fetched, which Scrapy's filter drops silently.
 
-Settings read: SITEKB_SITE, RETRY_ENABLED, RETRY_TIMES, RETRY_HTTP_CODES,
+Settings read: SITEKB_SCOPE, RETRY_ENABLED, RETRY_TIMES, RETRY_HTTP_CODES,
 RETRY_EXCEPTIONS, SITEKB_RETRY_BACKOFF, SITEKB_MAX_RETRY_AFTER,
 SITEKB_MAX_CRAWL_DELAY, DOWNLOAD_DELAY, ROBOTSTXT_* (Scrapy's).
 """
@@ -42,7 +42,6 @@ from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler, load_object
 
 from sitekb_crawlers.parsers import Scope, is_private_host, retry_after_seconds, robots_looks_broken
-from sitekb_crawlers.settings import site_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ class ScopeGuardMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler):
-        return cls(Scope(site_from_settings(crawler.settings)))
+        return cls(Scope(**crawler.settings.getdict("SITEKB_SCOPE")))
 
     def process_request(self, request, spider=None):
         rule = self.scope.why_out(request.url)

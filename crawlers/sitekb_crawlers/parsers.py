@@ -112,13 +112,25 @@ def normalize_url(url: str, strip_params: list[str] | tuple[str, ...] = (), sort
 
 
 class Scope:
-    """Which URLs the crawl may fetch, from a site config."""
+    """Which URLs the crawl may fetch: allowed domains, include/exclude patterns, private addresses."""
 
-    def __init__(self, site: SiteConfig):
-        self.domains = [d.lower() for d in site.domains()]
-        self.include = [re.compile(p) for p in site.crawl.include_patterns]
-        self.exclude = [re.compile(p) for p in site.crawl.exclude_patterns]
-        self.allow_private = site.crawl.allow_private_addresses
+    def __init__(self, domains: list[str], include_patterns: list[str] = (), exclude_patterns: list[str] = (),
+                 allow_private: bool = False):
+        self.domains = [d.lower() for d in domains]
+        self.include = [re.compile(p) for p in include_patterns]
+        self.exclude = [re.compile(p) for p in exclude_patterns]
+        self.allow_private = allow_private
+
+    @staticmethod
+    def values(site: SiteConfig) -> dict:
+        """The plain values of a site's scope (what the Scrapy settings carry to a component)."""
+        return {"domains": site.domains(), "include_patterns": list(site.crawl.include_patterns),
+                "exclude_patterns": list(site.crawl.exclude_patterns),
+                "allow_private": site.crawl.allow_private_addresses}
+
+    @classmethod
+    def of(cls, site: SiteConfig) -> "Scope":
+        return cls(**cls.values(site))
 
     def why_out(self, url: str) -> str | None:
         """None if ``url`` is in scope, else the rule that keeps it out."""

@@ -1,13 +1,17 @@
 """Entry point of one crawl, in its own process.
 
-    python -m sitekb_crawlers.run --site-config site.json --run-id RUN \
-        --database-url URL --stats-out stats.json [--full]
+    python -m sitekb_crawlers.run --job job.json --stats-out stats.json
 
-Reads the stored pages of earlier crawls (ETag/Last-Modified so unchanged
-pages cost a 304, fetch times for sitemap ``lastmod``, links to follow from an
-unchanged page), runs the site spider once, and writes the run statistics as
-JSON to ``--stats-out``. The parent (``sitekb.crawl``) reads and stores them.
-``--full`` ignores what is stored: every page is fetched again.
+The job file (written by :mod:`sitekb.stages.crawl`, readable by its user
+only) holds the site config, the run id, the database URL and whether the
+crawl is full. The site config is validated here, once; the spider gets the
+validated config and every other Scrapy component plain values from the
+settings (:func:`sitekb_crawlers.settings.crawl_settings`). Before the crawl,
+the stored pages of earlier crawls are read through the store (ETag and
+Last-Modified so unchanged pages cost a 304, fetch times for sitemap
+``lastmod``, links to follow from an unchanged page); a full crawl ignores
+them. The run statistics are written as JSON to ``--stats-out``; the parent
+reads and stores them.
 """
 
 from __future__ import annotations
@@ -18,25 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
 from scrapy.crawler import CrawlerProcess
 
-from sitekb.sites import SiteConfig
+from sitekb import store
+from sitekb.sites import site_from_dict
+from sitekb.store import pages
 from sitekb_crawlers.settings import crawl_settings
 from sitekb_crawlers.spiders.site import SiteSpider
-
-
-def previous_pages(database_url: str, site: str) -> dict[str, dict]:
-    """Stored pages with content: validators for conditional GET, fetch time for sitemap
-    lastmod, links to follow when a page is unchanged."""
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            """SELECT url, etag, last_modified, links, fetched_at FROM sitekb.pages
-               WHERE site = %s AND status = 200 AND body IS NOT NULL AND excluded_rule IS NULL""",
-            (site,),
-        ).fetchall()
-    return {url: {"etag": etag, "last_modified": lm, "links": links, "fetched_at": fetched}
-            for url, etag, lm, links, fetched in rows}
 
 
 GROUPS = ("excluded", "skipped", "errors", "error_examples", "bad_input", "robots", "tdmrep")
@@ -69,20 +61,22 @@ def summarise(stats: dict, seconds: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--site-config", required=True, type=Path)
-    parser.add_argument("--run-id", required=True)
-    parser.add_argument("--database-url", required=True)
-    parser.add_argument("--stats-out", required=True, type=Path)
-    parser.add_argument("--full", action="store_true", help="ignore stored pages: no conditional GET, no lastmod skip")
+    parser.add_argument("--job", required=True, type=Path, help="the crawl's job file (JSON)")
+    parser.add_argument("--stats-out", required=True, type=Path, help="where to write the run statistics (JSON)")
     args = parser.parse_args(argv)
 
-    site = SiteConfig.model_validate_json(args.site_config.read_text())
-    known = {} if args.full else previous_pages(args.database_url, site.name)
-    settings = crawl_settings(site, run_id=args.run_id, database_url=args.database_url, full=args.full)
+    job = json.loads(args.job.read_text(encoding="utf-8"))
+    site = site_from_dict(job["site"], source=str(args.job))
+    full = bool(job.get("full"))
+    known = {}
+    if not full:
+        with store.connection(job["database_url"]) as conn:
+            known = pages.previous_pages(conn, site.name)
+    settings = crawl_settings(site, run_id=job["run_id"], database_url=job["database_url"], full=full)
     process = CrawlerProcess(settings)
     crawler = process.create_crawler(SiteSpider)
     started = time.monotonic()
-    process.crawl(crawler, known=known)
+    process.crawl(crawler, site=site, known=known)
     process.start()
     stats = summarise(crawler.stats.get_stats(), time.monotonic() - started)
     args.stats_out.write_text(json.dumps(stats, default=str, indent=2))

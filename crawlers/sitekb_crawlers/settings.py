@@ -1,8 +1,10 @@
 """Scrapy settings for the sitekb crawler, derived from a site config.
 
 ``crawl_settings(site, ...)`` maps the site's scope and politeness onto
-Scrapy's settings; components read the site back with
-:func:`site_from_settings` in their ``from_crawler``.
+Scrapy's settings as plain values: each component reads the ones it needs in
+its ``from_crawler`` (``SITEKB_SCOPE``, ``SITEKB_SITE_NAME``, ``SITEKB_RUN_ID``,
+...). Only the spider is handed the validated site config itself, as a spider
+argument: it routes every request by it.
 
 Replaced Scrapy components: RobotsTxtMiddleware (RFC 9309 edge cases,
 Crawl-delay), RetryMiddleware (backoff, Retry-After), the duplicate filter
@@ -13,6 +15,7 @@ spider's frontier and the scope guard do depth and scope, with reasons).
 from __future__ import annotations
 
 from sitekb.sites import SiteConfig
+from sitekb_crawlers.parsers import Scope, agent_token
 
 BOT_NAME = "sitekb"
 SPIDER_MODULES = ["sitekb_crawlers.spiders"]
@@ -26,7 +29,6 @@ RETRY_HTTP_CODES = [408, 429, 500, 502, 503, 504, 522, 524]
 
 def crawl_settings(site: SiteConfig, *, run_id: str, database_url: str, full: bool = False) -> dict:
     crawl = site.crawl
-    from sitekb_crawlers.parsers import agent_token
 
     return {
         "BOT_NAME": BOT_NAME,
@@ -71,14 +73,11 @@ def crawl_settings(site: SiteConfig, *, run_id: str, database_url: str, full: bo
             "scrapy.spidermiddlewares.depth.DepthMiddleware": None,
         },
         "ITEM_PIPELINES": {"sitekb_crawlers.pipelines.PostgresPipeline": 300},
-        "SITEKB_SITE": site.model_dump(mode="json"),
+        "SITEKB_SITE_NAME": site.name,
+        "SITEKB_SCOPE": Scope.values(site),
         "SITEKB_RUN_ID": run_id,
         "SITEKB_DATABASE_URL": database_url,
         "SITEKB_FULL_CRAWL": full,
         "SITEKB_USE_LASTMOD": crawl.use_sitemap_lastmod and not full,
         "SITEKB_WRITE_BATCH": 50,
     }
-
-
-def site_from_settings(settings) -> SiteConfig:
-    return SiteConfig.model_validate(settings.getdict("SITEKB_SITE"))

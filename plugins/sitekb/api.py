@@ -4,9 +4,10 @@ Endpoints:
 
 - ``POST /v1/search``: top-k passages with citations for a question, from a
   site's alias (default ``production``) or a pinned snapshot; vector, keyword
-  or hybrid; optional filters. The question is embedded with the model that
-  embedded the snapshot, then ranked by ``sitekb_api.search``, the same
-  function a frontend calls over SQL, so both answer alike.
+  or hybrid; optional filters. It runs :func:`sitekb.query.search`, the one
+  query path: the question is embedded with the model that embedded the
+  snapshot, then ranked by ``sitekb_api.search``, the function a frontend calls
+  over SQL and the quality gate asks its golden questions through.
 - ``GET /v1/snapshots`` and ``GET /v1/snapshots/{id}``: the snapshots a
   frontend may query (published, or published before and not yet retired).
 - ``GET /healthz`` (the process answers), ``GET /readyz`` (the database
@@ -18,41 +19,38 @@ read-only ``sitekb_reader`` role. API keys are optional: with none configured
 the API is open (it binds to 127.0.0.1 by default); with keys, every ``/v1``
 call needs ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``.
 
-Settings read: ``SITEKB_API_KEYS`` (comma-separated keys, plus ``--api-key``),
-``SITEKB_API_DATABASE_URL`` (optional: e.g. a URL of the sitekb_reader role;
-default the database URL every command uses).
+Routes are the module-level functions below; :func:`create_app` only wires
+them to a connection pool, the settings and the keys.
+
+Settings read (passed in): ``Settings.api_keys``, ``Settings.api_database_url``
+(e.g. a URL of the sitekb_reader role; default the database URL every command
+uses), and the OpenAI key and server of snapshots embedded by one.
 """
 
 from __future__ import annotations
 
 import hmac
-import os
+from collections.abc import Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from importlib import resources
-from typing import Annotated, Literal
+from typing import Annotated
 
 import psycopg
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pgvector.psycopg import register_vector
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sitekb import __version__
-from sitekb.errors import SitekbError
-from sitekb.search import DEFAULT_MODE, MAX_K, MAX_QUERY_CHARS, MODES, embed_query, snippet_of
+from sitekb import __version__, query, store
+from sitekb.errors import ConfigError, EmbeddingUnavailable, NotFound, TransientError
+from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MAX_K, MAX_QUERY_CHARS, Mode, Passage
+from sitekb.settings import Settings
+from sitekb.store.schema import latest_version
 
 SITE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-
-
-def keys_from(cli_keys: list[str] | None = None) -> list[str]:
-    """API keys from SITEKB_API_KEYS (comma-separated) plus the command line's."""
-    keys = [k.strip() for k in os.environ.get("SITEKB_API_KEYS", "").split(",")]
-    keys += [k.strip() for k in (cli_keys or [])]
-    return [k for k in keys if k]
 
 
 # -- payloads ---------------------------------------------------------------
@@ -78,44 +76,35 @@ class SearchFilters(_Strict):
             raise ValueError("published_after is later than published_before")
         return self
 
+    def to_query(self) -> query.Filters:
+        return query.Filters(url_prefix=self.url_prefix, tags=tuple(self.tags) if self.tags else None,
+                             language=self.language, published_after=self.published_after,
+                             published_before=self.published_before)
+
 
 class SearchRequest(_Strict):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question, in plain words.")
     site: str | None = Field(default=None, pattern=SITE_PATTERN,
                              description="Site name; may be left out when only one site is published.")
     k: int = Field(default=5, ge=1, le=MAX_K, description="How many passages.")
-    mode: Literal["vector", "keyword", "hybrid"] = Field(default=DEFAULT_MODE)
+    mode: Mode = Field(default=DEFAULT_MODE)
     alias: str | None = Field(default=None, min_length=1, max_length=63,
-                              description="Alias to read (default production).")
+                              description=f"Alias to read (default {DEFAULT_ALIAS}).")
     snapshot: int | None = Field(default=None, ge=1, description="Pin this snapshot id instead of an alias.")
     filters: SearchFilters = Field(default_factory=SearchFilters)
 
     @field_validator("query")
     @classmethod
-    def _not_blank(cls, query: str) -> str:
-        if not query.strip():
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
             raise ValueError("the query is blank")
-        return query
+        return text
 
     @model_validator(mode="after")
     def _alias_or_snapshot(self) -> "SearchRequest":
         if self.alias is not None and self.snapshot is not None:
             raise ValueError("give an alias or a snapshot id, not both")
         return self
-
-
-class Passage(BaseModel):
-    rank: int
-    chunk_id: str
-    url: str
-    title: str | None
-    heading_path: list[str]
-    content: str
-    snippet: str
-    score: float
-    language: str | None
-    tags: list[str]
-    published: str | None
 
 
 class SearchResponse(BaseModel):
@@ -153,22 +142,119 @@ class Problem(BaseModel):
     detail: str
 
 
+ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 422: {"description": "Invalid request"},
+          503: {"model": Problem}}
+
+
+# -- dependencies -----------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
+_header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: KEY")
+
+
+def require_key(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+                x_api_key: str | None = Depends(_header_key)) -> None:
+    """With API keys configured, the request must carry one of them."""
+    keys = request.app.state.api_keys
+    if not keys:
+        return
+    given = x_api_key or (credentials.credentials if credentials else None)
+    if given is None:
+        raise HTTPException(401, "this API needs a key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+        raise HTTPException(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+
+
+def connection(request: Request) -> Iterator[psycopg.Connection]:
+    """A pooled connection for the length of a request."""
+    try:
+        with request.app.state.pool.connection() as conn:
+            yield conn
+    except PoolTimeout:
+        raise HTTPException(503, "the database is not reachable; see GET /readyz") from None
+
+
+PooledConnection = Annotated[psycopg.Connection, Depends(connection)]
+router = APIRouter()
+protected = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERRORS)
+
+
+# -- routes -----------------------------------------------------------------
+
+@router.get("/", include_in_schema=False, response_class=HTMLResponse)
+def page() -> HTMLResponse:
+    """The search page for people."""
+    html = resources.files("sitekb").joinpath("static/index.html").read_text(encoding="utf-8")
+    return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/healthz", tags=["health"], summary="The process is up")
+def healthz() -> dict:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/readyz", tags=["health"], summary="The database answers and has this version's schema",
+            responses={503: {"model": Problem}})
+def readyz(request: Request):
+    expected = latest_version()
+    try:
+        with request.app.state.pool.connection(timeout=3) as conn:
+            version = query.schema_version(conn)
+    except (PoolTimeout, psycopg.Error) as exc:
+        return JSONResponse({"status": "unavailable", "detail": f"database: {str(exc).strip()[:300]}"}, 503)
+    if version is None or version < expected:
+        return JSONResponse({"status": "unavailable", "schema_version": version, "expected": expected,
+                             "detail": "the database is not migrated: run `sitekb db migrate`"}, 503)
+    return {"status": "ready", "schema_version": version, "expected": expected}
+
+
+@protected.get("/snapshots", response_model=list[SnapshotInfo], tags=["snapshots"],
+               summary="Snapshots a frontend may query, newest first")
+def list_snapshots(conn: PooledConnection, site: Annotated[str | None, Query(pattern=SITE_PATTERN)] = None,
+                   limit: Annotated[int, Query(ge=1, le=500)] = 50):
+    return query.published(conn, site=site, limit=limit)
+
+
+@protected.get("/snapshots/{snapshot_id}", response_model=SnapshotInfo, tags=["snapshots"],
+               summary="One snapshot a frontend may query")
+def get_snapshot(snapshot_id: int, conn: PooledConnection):
+    rows = query.published(conn, snapshot_id=snapshot_id, limit=1)
+    if not rows:
+        raise HTTPException(404, f"snapshot {snapshot_id} is not available: it does not exist, was never "
+                                 "published, or retention dropped it")
+    return rows[0]
+
+
+@protected.post("/search", response_model=SearchResponse, tags=["search"],
+                summary="Top-k passages with citations for a question")
+def search(body: SearchRequest, request: Request, conn: PooledConnection) -> SearchResponse:
+    alias = None if body.snapshot else (body.alias or DEFAULT_ALIAS)
+    # A pinned snapshot names its site; otherwise the only published site may be implied.
+    site = body.site or (None if body.snapshot else query.only_site(conn, alias))
+    result = query.search(conn, request.app.state.settings, body.query, site=site, k=body.k, mode=body.mode,
+                          alias=alias, snapshot_id=body.snapshot, filters=body.filters.to_query())
+    return SearchResponse(**result.as_dict())
+
+
+# -- errors -----------------------------------------------------------------
+
+def _problem(status: int):
+    def handler(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status)
+    return handler
+
+
+def _database_down(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+    return JSONResponse({"detail": "the database is not reachable; see GET /readyz"}, 503)
+
+
 # -- the app ----------------------------------------------------------------
 
-def expected_schema_version() -> int:
-    from sitekb import db
-
-    return max(version for version, _, _ in db.migrations())
-
-
-def create_app(database_url: str | None = None, *, api_keys: list[str] | None = None,
+def create_app(settings: Settings, *, database_url: str | None = None, api_keys: Sequence[str] | None = None,
                pool_size: int = 4) -> FastAPI:
-    """The API app. ``database_url`` defaults to SITEKB_API_DATABASE_URL, else the usual database URL."""
-    url = database_url or os.environ.get("SITEKB_API_DATABASE_URL")
-    if url is None:
-        from sitekb import db
-
-        url = db.database_url()
+    """The API app over ``database_url`` (default: ``settings.api_database_url``, else the usual database)."""
+    url = database_url or settings.api_database_url or store.database_url(settings)
     pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True},
                           configure=register_vector, timeout=10)
 
@@ -187,143 +273,16 @@ def create_app(database_url: str | None = None, *, api_keys: list[str] | None = 
         docs_url=None, redoc_url=None,
     )
     app.state.pool = pool
-    app.state.api_keys = list(api_keys or [])
-    bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
-    header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: KEY")
-
-    def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-                    x_api_key: str | None = Depends(header_key)) -> None:
-        keys = app.state.api_keys
-        if not keys:
-            return
-        given = x_api_key or (credentials.credentials if credentials else None)
-        if given is None:
-            raise HTTPException(401, "this API needs a key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
-                                headers={"WWW-Authenticate": "Bearer"})
-        if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
-            raise HTTPException(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
-
-    def connection():
-        try:
-            with pool.connection() as conn:
-                yield conn
-        except PoolTimeout:
-            raise HTTPException(503, "the database is not reachable; see GET /readyz") from None
-
-    errors = {401: {"model": Problem}, 404: {"model": Problem}, 422: {"description": "Invalid request"},
-              503: {"model": Problem}}
-
-    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
-    def page() -> HTMLResponse:
-        html = resources.files("sitekb").joinpath("static/index.html").read_text(encoding="utf-8")
-        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
-
-    @app.get("/healthz", tags=["health"], summary="The process is up")
-    def healthz() -> dict:
-        return {"status": "ok", "version": __version__}
-
-    @app.get("/readyz", tags=["health"], summary="The database answers and has this version's schema",
-             responses={503: {"model": Problem}})
-    def readyz():
-        expected = expected_schema_version()
-        try:
-            with pool.connection(timeout=3) as conn:
-                version = conn.execute("SELECT sitekb_api.schema_version()").fetchone()[0]
-        except (PoolTimeout, psycopg.Error) as exc:
-            return JSONResponse({"status": "unavailable", "detail": f"database: {str(exc).strip()[:300]}"}, 503)
-        if version is None or version < expected:
-            return JSONResponse({"status": "unavailable", "schema_version": version, "expected": expected,
-                                 "detail": "the database is not migrated: run `sitekb db migrate`"}, 503)
-        return {"status": "ready", "schema_version": version, "expected": expected}
-
-    @app.get("/v1/snapshots", response_model=list[SnapshotInfo], tags=["snapshots"], responses=errors,
-             dependencies=[Depends(require_key)], summary="Snapshots a frontend may query, newest first")
-    def list_snapshots(site: Annotated[str | None, Query(pattern=SITE_PATTERN)] = None,
-                       limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                       conn: psycopg.Connection = Depends(connection)):
-        with conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute(
-                """SELECT * FROM sitekb_api.snapshots WHERE %(site)s::text IS NULL OR site = %(site)s
-                   ORDER BY snapshot_id DESC LIMIT %(limit)s""", {"site": site, "limit": limit},
-            ).fetchall()
-
-    @app.get("/v1/snapshots/{snapshot_id}", response_model=SnapshotInfo, tags=["snapshots"], responses=errors,
-             dependencies=[Depends(require_key)], summary="One snapshot a frontend may query")
-    def get_snapshot(snapshot_id: int, conn: psycopg.Connection = Depends(connection)):
-        with conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute("SELECT * FROM sitekb_api.snapshots WHERE snapshot_id = %s", (snapshot_id,)).fetchone()
-        if row is None:
-            raise HTTPException(404, f"snapshot {snapshot_id} is not available: it does not exist, was never "
-                                     "published, or retention dropped it")
-        return row
-
-    @app.post("/v1/search", response_model=SearchResponse, tags=["search"], responses=errors,
-              dependencies=[Depends(require_key)], summary="Top-k passages with citations for a question")
-    def search(body: SearchRequest, conn: psycopg.Connection = Depends(connection)):
-        alias = None if body.snapshot else (body.alias or "production")
-        # A pinned snapshot names its site; otherwise the only published site may be implied.
-        site = body.site or (None if body.snapshot else _only_site(conn, alias))
-        for attempt in range(2):
-            snap = _resolve(conn, site, alias, body.snapshot)
-            site = snap["site"]
-            try:
-                vector = None if body.mode == "keyword" else embed_query(
-                    snap["embedding_provider"], snap["embedding_model"], snap["dimensions"], body.query,
-                    base_url=snap["embedding_base_url"], api_key_env=snap["embedding_api_key_env"])
-            except SitekbError as exc:
-                raise HTTPException(503, f"cannot embed the query with {snap['embedding_model']}: {exc}") from exc
-            f = body.filters
-            try:
-                with conn.cursor(row_factory=dict_row) as cur:
-                    rows = cur.execute(
-                        """SELECT * FROM sitekb_api.search(%s, query => %s, query_embedding => %s, k => %s,
-                               mode => %s, snapshot_id => %s, url_prefix => %s, tags => %s, language => %s,
-                               published_after => %s, published_before => %s)""",
-                        (site, body.query, vector, body.k, body.mode, snap["snapshot_id"], f.url_prefix,
-                         f.tags, f.language, f.published_after, f.published_before),
-                    ).fetchall()
-            except psycopg.errors.NoDataFound as exc:
-                if attempt == 0 and body.snapshot is None:
-                    continue  # retention dropped the aliased snapshot just after the alias moved: resolve again
-                raise HTTPException(404, _message(exc)) from exc
-            except psycopg.errors.InvalidParameterValue as exc:
-                raise HTTPException(422, _message(exc)) from exc
-            break
-        results = [Passage(snippet=snippet_of(r["content"]), **{k: v for k, v in r.items() if k != "snapshot_id"})
-                   for r in rows]
-        return SearchResponse(query=body.query, site=site, mode=body.mode, alias=alias,
-                              snapshot_id=snap["snapshot_id"], embedding_model=snap["embedding_model"],
-                              results=results)
-
-    @app.exception_handler(psycopg.OperationalError)
-    def _database_down(request: Request, exc: psycopg.OperationalError):
-        return JSONResponse({"detail": "the database is not reachable; see GET /readyz"}, 503)
-
+    app.state.settings = settings
+    app.state.api_keys = list(settings.api_keys if api_keys is None else api_keys)
+    app.include_router(router)
+    app.include_router(protected)
+    app.add_exception_handler(NotFound, _problem(404))
+    app.add_exception_handler(ConfigError, _problem(422))
+    app.add_exception_handler(EmbeddingUnavailable, _problem(503))
+    app.add_exception_handler(TransientError, _problem(503))
+    app.add_exception_handler(psycopg.OperationalError, _database_down)
     return app
 
 
-def _resolve(conn: psycopg.Connection, site: str, alias: str | None, snapshot: int | None) -> dict:
-    try:
-        with conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute("SELECT * FROM sitekb_api.resolve_snapshot(%s, %s, %s)",
-                               (site, alias, snapshot)).fetchone()
-    except psycopg.errors.NoDataFound as exc:
-        raise HTTPException(404, _message(exc)) from exc
-
-
-def _only_site(conn: psycopg.Connection, alias: str) -> str:
-    sites = [r[0] for r in conn.execute("SELECT DISTINCT site FROM sitekb_api.aliases WHERE alias = %s ORDER BY 1",
-                                        (alias,))]
-    if len(sites) == 1:
-        return sites[0]
-    if not sites:
-        raise HTTPException(404, f"no site has a snapshot published as {alias!r} yet")
-    raise HTTPException(422, f"several sites are published ({', '.join(sites)}): name one in 'site'")
-
-
-def _message(exc: psycopg.Error) -> str:
-    hint = exc.diag.message_hint
-    return (exc.diag.message_primary or str(exc)) + (f" ({hint})" if hint else "")
-
-
-__all__ = ["create_app", "keys_from", "SearchRequest", "SearchResponse", "SnapshotInfo", "MODES"]
+__all__ = ["create_app", "SearchRequest", "SearchResponse", "SnapshotInfo"]

@@ -3,15 +3,19 @@
 Every command prints what a person needs and, with ``--json``, what a program
 needs. A terminal error prints one message naming the problem and what to do,
 and exits non-zero (the exit code tells the kind: 2 config, 3 database,
-4 crawl, 5 quality gate, 6 budget, 7 not found).
+4 crawl, 5 quality gate, 6 budget, 7 not found, 8 query embedding).
 
-Precedence of settings: command-line options > environment (``SITEKB_*``,
-``OPENAI_*``) > the site's YAML file > built-in defaults.
+This is an entry point: settings are resolved here once (command-line options
+> environment > the site's YAML file > built-in defaults) and passed to every
+command. Command families live in :mod:`sitekb.commands`, one module each; a
+family's ``register(subparsers)`` sets ``func(args, settings) -> int`` on the
+parsers it adds.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -21,16 +25,12 @@ from typing import Iterator
 from sitekb import __version__
 from sitekb.commands import connect
 from sitekb.commands import print_json as _print_json
-from sitekb.errors import ConfigError, SitekbError
-from sitekb.settings import Settings
+from sitekb.errors import ConfigError, SitekbError, TransientError
+from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MODES
+from sitekb.settings import PROCESS_ENVIRONMENT, Settings
 
 DEFAULT_QUESTION = "How should we score leads that request a demo?"
 
-# Modules that add their own subcommands: each has `register(subparsers)` and
-# sets `func(args, settings) -> int` on the parsers it adds. Kept apart so a
-# command family lives next to the code it drives.
-EXTRA_COMMANDS: tuple[str, ...] = ("sitekb.commands.quality", "sitekb.commands.snapshots", "sitekb.commands.crawl",
-                                    "sitekb.commands.embeddings")
 
 
 @contextmanager
@@ -52,106 +52,84 @@ def _demo_origin(site: str | None, start_url: str | None) -> Iterator[str | None
 # -- run --------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import pipeline, report
+    from sitekb import engine, report
+    from sitekb.sites import adhoc_site, resolve_site
 
     if not args.site and not args.start_url:
         raise ConfigError("name a site (e.g. `sitekb run demo`) or pass --start-url URL")
+    if args.run_id and not args.from_stage:
+        raise ConfigError("--run names the run that --from STAGE runs again; use them together")
+    if args.from_stage and (args.dry_run or args.engine == "airflow"):
+        raise ConfigError("--from STAGE reruns stages in this process: leave out --dry-run and --engine airflow")
     with _demo_origin(args.site, args.start_url) as origin:
         if args.site is None:
-            from sitekb.sites import adhoc_site
-
             config = adhoc_site(args.start_url, allow_private=args.allow_private)
         else:
-            config = pipeline.resolve_site(args.site, settings, start_url=origin)
+            config = resolve_site(args.site, settings, start_url=origin)
         if args.dry_run:
-            return _dry_run(config, settings, args)
+            result = engine.dry_run(settings, config)
+            if args.json:
+                _print_json(result)
+            else:
+                for key, value in result.items():
+                    print(f"{key:16} {value}")
+            return 0
         started = time.time()
         if args.engine == "airflow":
-            from sitekb.airflow_runner import run_dag
+            from sitekb.orchestration.runner import run_dag
 
             run_id = run_dag(config, args.site or config.name, settings, origin=origin, alias=args.alias,
                              full_recrawl=args.full)
+        elif args.from_stage:
+            run_id = engine.rerun(settings, config, args.from_stage, run_id=args.run_id)
         else:
-            run_id = pipeline.run_refresh(config, settings=settings, alias=args.alias, full_recrawl=args.full,
-                                          log=lambda m: print(m, file=sys.stderr))
+            run_id = engine.refresh(settings, config, alias=args.alias, full_recrawl=args.full)
         with connect(settings) as conn:
             summary = report.run_summary(conn, run_id)
             summary["wall_seconds"] = round(time.time() - started, 2)
-            passages = []
+            result = None
             if summary["status"] == "succeeded" and args.question != "":
-                from sitekb.search import search
+                from sitekb import query
 
-                _, passages = search(conn, config.name, args.question or DEFAULT_QUESTION, k=3,
-                                     alias=args.alias, mode=args.mode)
+                result = query.search(conn, settings, args.question or DEFAULT_QUESTION, site=config.name, k=3,
+                                      alias=args.alias, mode=args.mode)
         if args.json:
-            _print_json({**summary, "sample_search": [p.as_dict() for p in passages]})
+            _print_json({**summary, "sample_search": [p.as_dict() for p in result] if result else []})
         else:
             print(report.format_summary(summary))
-            if passages:
+            if result:
                 print()
-                print(report.format_passages(passages, args.question or DEFAULT_QUESTION))
+                print(report.format_passages(result.passages, args.question or DEFAULT_QUESTION))
     return 0 if summary["status"] == "succeeded" else 1
-
-
-def _dry_run(config, settings: Settings, args) -> int:
-    """Crawl, extract and chunk into a throw-away run and report the embedding bill."""
-    from sitekb import db, pipeline
-    from sitekb.embedding import estimate_cost
-
-    run_id = pipeline.new_run_id("dryrun")
-    url = db.database_url(settings)
-    with db.connection(url) as conn:
-        db.migrate(conn)
-        run = pipeline.start_run(conn, config, run_id, {"dry_run": True})
-        try:
-            crawl = pipeline.crawl_stage(conn, run, url)
-            pipeline.extract_stage(conn, run)
-            validate = pipeline.validate_stage(conn, run)
-            chunk = pipeline.chunk_stage(conn, run, settings)
-            estimate = estimate_cost(conn, run_id, pipeline.embedding_plan(run, settings))
-        finally:
-            with conn.transaction():
-                conn.execute("DELETE FROM sitekb.chunks WHERE run_id = %s", (run_id,))
-                conn.execute("DELETE FROM sitekb.documents WHERE run_id = %s", (run_id,))
-                conn.execute(
-                    "UPDATE sitekb.runs SET status = 'succeeded', finished_at = now() WHERE run_id = %s", (run_id,)
-                )
-    result = {"site": config.name, "pages": crawl["pages"], "documents": validate["accepted"],
-              "quarantined": validate["quarantined"], "chunks": chunk["chunks"], "tokens": chunk["tokens"], **estimate}
-    if args.json:
-        _print_json(result)
-    else:
-        for key, value in result.items():
-            print(f"{key:16} {value}")
-    return 0
 
 
 # -- db ---------------------------------------------------------------------
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import db, embedded_pg
+    from sitekb import store
+    from sitekb.store import embedded
 
     if settings.database_url and args.action in ("start", "stop"):
-        print(f"SITEKB_DATABASE_URL is set ({db.redact(settings.database_url)}); the embedded database is not used.")
+        print(f"SITEKB_DATABASE_URL is set ({store.redact(settings.database_url)}); the embedded database is not used.")
         return 0
     if args.action == "start":
-        url = embedded_pg.start(settings.home)
-        with db.connection(url) as conn:
-            applied = db.migrate(conn)
+        url = embedded.start(settings.home)
+        with store.connection(url) as conn:
+            applied = store.migrate(conn)
         print(f"embedded Postgres running: {url}" + (f" (applied migrations {applied})" if applied else ""))
     elif args.action == "stop":
-        print("stopped" if embedded_pg.stop(settings.home) else "not running")
+        print("stopped" if embedded.stop(settings.home) else "not running")
     elif args.action == "status":
         if settings.database_url:
-            with db.connection(settings.database_url) as conn:
-                version = conn.execute("SHOW server_version").fetchone()[0]
-            info = {"external": True, "url": db.redact(settings.database_url), "server_version": version}
+            with store.connection(settings.database_url) as conn:
+                version = store.server_version(conn)
+            info = {"external": True, "url": store.redact(settings.database_url), "server_version": version}
         else:
-            info = {"external": False, **embedded_pg.status(settings.home)}
+            info = {"external": False, **embedded.status(settings.home)}
         _print_json(info) if args.json else print("\n".join(f"{k:10} {v}" for k, v in info.items()))
         return 0 if info.get("running", True) else 1
     elif args.action == "url":
-        print(db.database_url(settings, start_embedded=False))
+        print(store.database_url(settings, start_embedded=False))
     elif args.action == "migrate":
         with connect(settings):
             pass
@@ -162,18 +140,10 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 # -- ledgers ----------------------------------------------------------------
 
 def cmd_exclusions(args: argparse.Namespace, settings: Settings) -> int:
-    from psycopg.rows import dict_row
+    from sitekb.store import ledger
 
-    with connect(settings) as conn, conn.cursor(row_factory=dict_row) as cur:
-        # Without --run, each (URL, rule) once, as the newest run that applied it recorded it.
-        rows = cur.execute(
-            """SELECT DISTINCT ON (site, url, rule) site, url, rule, detail, run_id, excluded_at
-               FROM sitekb.exclusions
-               WHERE (%(site)s::text IS NULL OR site = %(site)s) AND (%(run)s::text IS NULL OR run_id = %(run)s)
-                 AND (%(rule)s::text IS NULL OR rule = %(rule)s)
-               ORDER BY site, url, rule, excluded_at DESC""",
-            {"site": args.site, "run": args.run, "rule": args.rule},
-        ).fetchall()
+    with connect(settings) as conn:
+        rows = ledger.exclusions(conn, site=args.site, run_id=args.run, rule=args.rule)
     if args.json:
         _print_json(rows)
     else:
@@ -184,14 +154,9 @@ def cmd_exclusions(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
-    import subprocess
+    from sitekb.orchestration.runner import airflow
 
-    from sitekb import db
-    from sitekb.airflow_runner import _airflow, airflow_env, ensure_metadata_db
-
-    env = airflow_env(settings, db.database_url(settings))
-    ensure_metadata_db(env)
-    return subprocess.call([_airflow(), *args.args], env=env)
+    return airflow(settings, args.args)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -210,26 +175,36 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 # -- parser -----------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from sitekb.commands import crawl, embeddings, quality, snapshots
+    from sitekb.stages import NAMES
+
     parser = argparse.ArgumentParser(
         prog="sitekb", description="Turn a website into versioned, queryable knowledge snapshots for chatbots.",
     )
     parser.add_argument("--version", action="version", version=f"sitekb {__version__}")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="what sitekb logs to stderr (default: info for `run`, warning for the rest)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run one refresh of a site: crawl, validate, embed, build, publish",
-                         description="Run one refresh of a site and print the summary and a sample search.")
+                         description="Run one refresh of a site and print the summary and a sample search. "
+                                     "Each stage logs what it did to stderr.")
     run.add_argument("site", nargs="?", help="site config: a name under dags/sites/ (e.g. demo) or a YAML path")
     run.add_argument("--start-url", help="crawl an ad-hoc site from this URL (or serve SITE from this origin)")
     run.add_argument("--allow-private", action="store_true",
                      help="with --start-url: allow a loopback/private address (refused by default)")
-    run.add_argument("--alias", default="production", help="alias to publish to (default: production)")
+    run.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to publish to (default: {DEFAULT_ALIAS})")
     run.add_argument("--full", action="store_true", help="full recrawl: ignore ETag/Last-Modified")
     run.add_argument("--engine", choices=("local", "airflow"), default="local",
                      help="local: stages in this process; airflow: the sitekb_refresh DAG via `airflow dags test`")
     run.add_argument("--dry-run", action="store_true", help="crawl and chunk, then report tokens and cost; embed nothing")
+    run.add_argument("--from", dest="from_stage", choices=NAMES, metavar="STAGE",
+                     help=f"run STAGE and the stages after it again for the site's newest run, which keeps what "
+                          f"the earlier stages made (stages: {', '.join(NAMES)})")
+    run.add_argument("--run", dest="run_id", metavar="RUN_ID", help="with --from: the run to take up (default: the "
+                                                                    "site's newest)")
     run.add_argument("--question", default=None, help="sample question to search after publishing ('' for none)")
-    run.add_argument("--mode", choices=("vector", "keyword", "hybrid"), default="vector",
-                     help="search mode of the sample search")
+    run.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="search mode of the sample search")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
 
@@ -255,23 +230,44 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to airflow")
     af.set_defaults(func=cmd_airflow)
 
-    for module in EXTRA_COMMANDS:
-        import importlib
-
-        importlib.import_module(module).register(sub)
+    for family in (quality, snapshots, crawl, embeddings):
+        family.register(sub)
     return parser
 
 
+class _LogFormat(logging.Formatter):
+    """``12:00:01 stages.embed: ...``: sitekb's logger names without the package prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.short = record.name.removeprefix("sitekb.")
+        return super().format(record)
+
+
+def configure_logging(level: str) -> None:
+    """sitekb's logs at ``level`` on stderr; other libraries' warnings and errors only (whatever level they set)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormat("%(asctime)s %(short)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.name.split(".")[0] == "sitekb")
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("sitekb").setLevel(level.upper())
+
+
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name, value in PROCESS_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
+    configure_logging(args.log_level or ("info" if args.command == "run" else "warning"))
     try:
         settings = Settings.from_env()
         return args.func(args, settings)
     except SitekbError as exc:
         print(f"sitekb: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except TransientError as exc:
+        print(f"sitekb: error: {exc} (a temporary failure: try again later)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("sitekb: interrupted", file=sys.stderr)
         return 130

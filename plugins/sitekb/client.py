@@ -6,7 +6,9 @@
         print(passage.rank, passage.title, passage.url, passage.heading_path)
 
 Every call maps to one endpoint of the API; errors become :class:`APIError`
-with the HTTP status and the server's explanation.
+with the HTTP status and the server's explanation. Results are the same
+:class:`~sitekb.passages.Passage` and :class:`~sitekb.passages.SearchResult`
+types the server, the CLI and the quality gate use.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Iterator
+from typing import Any
+
+from sitekb.passages import Passage, SearchResult
+
+__all__ = ["APIError", "Client", "Passage", "SearchResult"]
 
 
 class APIError(Exception):
@@ -27,43 +32,6 @@ class APIError(Exception):
         self.status = status
         self.detail = detail
         super().__init__(f"HTTP {status}: {detail}" if status else str(detail))
-
-
-@dataclass
-class Passage:
-    rank: int
-    chunk_id: str
-    url: str
-    title: str | None
-    heading_path: list[str]
-    content: str
-    snippet: str
-    score: float
-    language: str | None = None
-    tags: list[str] = field(default_factory=list)
-    published: str | None = None
-
-
-@dataclass
-class SearchResult:
-    """The passages of one search, and the snapshot they came from. Iterable over the passages."""
-
-    query: str
-    site: str
-    mode: str
-    alias: str | None
-    snapshot_id: int
-    embedding_model: str
-    passages: list[Passage]
-
-    def __iter__(self) -> Iterator[Passage]:
-        return iter(self.passages)
-
-    def __len__(self) -> int:
-        return len(self.passages)
-
-    def __getitem__(self, index: int) -> Passage:
-        return self.passages[index]
 
 
 class Client:
@@ -80,7 +48,7 @@ class Client:
                alias: str | None = None, snapshot: int | None = None, url_prefix: str | None = None,
                tags: list[str] | None = None, language: str | None = None,
                published_after: date | str | None = None, published_before: date | str | None = None) -> SearchResult:
-        """Top-k passages for ``query``; the server's default mode (hybrid) unless ``mode`` is given."""
+        """Top-k passages for ``query``; the server's default mode unless ``mode`` is given."""
         filters = {key: (value.isoformat() if isinstance(value, date) else value) for key, value in {
             "url_prefix": url_prefix, "tags": tags, "language": language,
             "published_after": published_after, "published_before": published_before}.items() if value is not None}

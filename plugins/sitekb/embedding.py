@@ -1,9 +1,11 @@
 """Embedding a run's chunks so that no text is ever paid for twice.
 
-Owns choosing the embedder of a site config (:func:`embedder_for_site`,
-:func:`get_embedder`), the embedding cache, cost estimates and the budget, and
-:func:`embed_run`, the body of the pipeline's embed stage. The providers
-themselves live in :mod:`sitekb.providers`.
+Owns choosing the embedder of a site config once per run (:func:`choose`,
+recorded on the run as an :class:`EmbedderChoice`, and :func:`embedder_for_run`
+for every later stage), the embedder of a query (:func:`query_embedder`), cost
+estimates and the budget, and :func:`embed_run`, the body of the embed stage.
+The providers themselves live in :mod:`sitekb.providers`; the cache's SQL in
+:mod:`sitekb.store.embeddings`.
 
 The cache (``sitekb.embedding_cache``) is keyed by (model, dimensions, sha256
 of the exact embedded text). :func:`embed_run` asks it which of the run's
@@ -19,26 +21,27 @@ chunker counted them with the model's own tokenizer) and prices them;
 first request when a run's spend so far plus the estimate would pass its
 budget, and :func:`embed_run` stops before any request that would.
 
-Settings read: ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` through
+Settings read (passed in): ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` through
 :class:`sitekb.settings.Settings` (which win over the site file's
-``embedding.base_url``), the environment variable named by
-``embedding.api_key_env``, and the site config's ``embedding`` section
+``embedding.base_url``), the variable named by ``embedding.api_key_env``
+(:meth:`Settings.secret`), and the site config's ``embedding`` section
 (provider, model, dimensions, batch_size, concurrency, max_retries,
 timeout_seconds, prices_usd_per_million, budget_usd).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import os
+import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
-from pgvector import Vector
 
 from sitekb.errors import BudgetExceeded, ConfigError
 from sitekb.providers.base import (
@@ -51,15 +54,19 @@ from sitekb.providers.base import (
 from sitekb.providers.local import LocalEmbedder
 from sitekb.providers.openai_api import OpenAIEmbedder
 from sitekb.settings import Settings
+from sitekb.store import embeddings as cache
 
 if TYPE_CHECKING:
     from sitekb.sites import EmbeddingSettings
 
 __all__ = [
     "LOCAL_DEFAULT_MODEL", "MODEL_SPECS", "OPENAI_DEFAULT_MODEL", "PRICE_PER_MILLION_TOKENS", "EmbedResult",
-    "Embedder", "LocalEmbedder", "OpenAIEmbedder", "check_budget", "embed_run", "embedder_for_site",
-    "estimate_cost", "get_embedder", "missing_texts", "openai_endpoint", "run_spend", "store_vectors", "text_hash",
+    "Embedder", "EmbedderChoice", "LocalEmbedder", "OpenAIEmbedder", "check_budget", "choose", "embed_run",
+    "embedder_for_run", "embedder_for_site", "estimate_cost", "get_embedder", "openai_endpoint", "query_embedder",
+    "text_hash",
 ]
+
+log = logging.getLogger(__name__)
 
 # US dollars per million input tokens (list prices of the synchronous API); a
 # site config's embedding.prices_usd_per_million overrides them, and a local
@@ -90,19 +97,17 @@ def get_embedder(provider: str, model: str | None, dimensions: int | None = None
             raise ConfigError(f"the local model has {native} dimensions; remove embedding.dimensions={dimensions}")
         return LocalEmbedder(model or LOCAL_DEFAULT_MODEL, batch_size=batch_size or LOCAL_BATCH_SIZE)
     if provider == "openai":
-        settings = settings or Settings.from_env()
         if batch_size:
             options["batch_size"] = batch_size
         return OpenAIEmbedder(settings, model or OPENAI_DEFAULT_MODEL, dimensions, **options)
     raise ConfigError(f"unknown embedding provider {provider!r}: use 'local' or 'openai'")
 
 
-def embedder_for_site(emb: "EmbeddingSettings", settings: Settings | None = None) -> Embedder:
+def embedder_for_site(emb: "EmbeddingSettings", settings: Settings) -> Embedder:
     """The embedder a site's ``embedding`` config describes.
 
     Key and server: :func:`openai_endpoint`.
     """
-    settings = settings or Settings.from_env()
     if emb.provider == "local":
         return get_embedder("local", emb.model, emb.dimensions, settings, batch_size=emb.batch_size)
     model = emb.model or OPENAI_DEFAULT_MODEL
@@ -113,7 +118,7 @@ def embedder_for_site(emb: "EmbeddingSettings", settings: Settings | None = None
         max_input_tokens=emb.max_input_tokens,
     )
     if emb.batch_api:
-        from sitekb.openai_batch import BATCH_DISCOUNT, OpenAIBatchEmbedder
+        from sitekb.providers.openai_batch import BATCH_DISCOUNT, OpenAIBatchEmbedder
 
         # A price set in the site config is taken as the batch price as given.
         price = (emb.prices_usd_per_million[model] if model in emb.prices_usd_per_million
@@ -125,17 +130,90 @@ def embedder_for_site(emb: "EmbeddingSettings", settings: Settings | None = None
                         price_per_million=price_per_million(model, emb), **options)
 
 
+@dataclass(frozen=True)
+class EmbedderChoice:
+    """The embedder a run chose when it started, as recorded on the run and, later, on its snapshot.
+
+    Every stage and every task of the run embeds, counts tokens and records
+    with this one, even if the environment changes between tasks.
+    """
+
+    provider: str
+    model: str
+    dimensions: int
+    tokenizer: str
+    max_tokens: int
+    base_url: str | None = None     # the OpenAI-compatible server, without user or password
+    api_key_env: str | None = None  # the variable holding its key (a name, never a key)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EmbedderChoice":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def choose(emb: "EmbeddingSettings", settings: Settings) -> EmbedderChoice:
+    """Choose a site's embedder once, for a new run (the tokenizer is looked up now, offline)."""
+    from sitekb.tokenization import TokenizerUnavailableError, get_tokenizer
+
+    embedder = embedder_for_site(emb, settings)
+    try:
+        tokenizer = get_tokenizer(embedder.provider, embedder.model).name
+    except (ValueError, TokenizerUnavailableError) as exc:
+        raise ConfigError(f"embedding model {embedder.model!r} cannot be used: {exc}") from exc
+    return EmbedderChoice(
+        provider=embedder.provider, model=embedder.model, dimensions=embedder.dimensions, tokenizer=tokenizer,
+        max_tokens=embedder.max_tokens, base_url=without_credentials(getattr(embedder, "base_url", None)),
+        api_key_env=emb.api_key_env if embedder.provider == "openai" else None,
+    )
+
+
+def embedder_for_run(emb: "EmbeddingSettings", choice: EmbedderChoice, settings: Settings) -> Embedder:
+    """The embedder a run chose, with the site's request options (batch size, concurrency, budget prices)."""
+    recorded = emb.model_copy(update={
+        "provider": choice.provider, "model": choice.model,
+        "dimensions": choice.dimensions if choice.provider == "openai" else None,
+        "base_url": choice.base_url, "api_key_env": choice.api_key_env or emb.api_key_env,
+    })
+    return embedder_for_site(recorded, settings)
+
+
+@functools.lru_cache(maxsize=8)
+def _query_embedder(provider: str, model: str, dimensions: int, api_key: str | None, base_url: str | None):
+    if provider != "openai":
+        return get_embedder(provider, model)
+    return get_embedder(provider, model, dimensions, api_key=api_key, base_url=base_url)
+
+
+def query_embedder(provider: str, model: str, dimensions: int, settings: Settings, *, base_url: str | None = None,
+                   api_key_env: str | None = None) -> Embedder:
+    """The embedder of questions asked of a snapshot: its model, resolved as when it was built (cached)."""
+    api_key, server = openai_endpoint(settings, api_key_env, base_url) if provider == "openai" else (None, None)
+    return _query_embedder(provider, model, dimensions, api_key, server)
+
+
 def openai_endpoint(settings: Settings, api_key_env: str | None, base_url: str | None) -> tuple[str | None, str | None]:
     """The key and server of an OpenAI-compatible embedder, for building a snapshot or querying one.
 
-    Key: the environment variable ``api_key_env`` names if it is not the default,
-    else ``OPENAI_API_KEY`` / CLI / Airflow connection (via Settings). Server:
-    ``OPENAI_BASE_URL`` (env or CLI) over ``base_url`` (site config, or what a snapshot recorded).
+    Key: the variable ``api_key_env`` names if it is set, else ``OPENAI_API_KEY``
+    (CLI, environment or the Airflow connection, through Settings). Server:
+    ``OPENAI_BASE_URL`` (environment or CLI) over ``base_url`` (site config, or
+    what a snapshot recorded).
     """
     api_key = settings.openai_api_key
     if api_key_env and api_key_env != "OPENAI_API_KEY":
-        api_key = os.environ.get(api_key_env) or api_key
+        api_key = settings.secret(api_key_env) or api_key
     return api_key, settings.openai_base_url or base_url
+
+
+def without_credentials(url: str | None) -> str | None:
+    """``url`` without user and password (a recorded URL is shown to frontends)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
 
 
 def price_per_million(model: str, emb: "EmbeddingSettings | None" = None) -> float:
@@ -145,98 +223,15 @@ def price_per_million(model: str, emb: "EmbeddingSettings | None" = None) -> flo
     return PRICE_PER_MILLION_TOKENS.get(model, 0.0)
 
 
-# -- the cache ------------------------------------------------------------------------
-
-def missing_texts(conn: psycopg.Connection, run_id: str, model: str,
-                  dimensions: int) -> list[tuple[bytes, str, int]]:
-    """(text_hash, embed_text, token_count) of the run's distinct texts the cache lacks, shortest first.
-
-    Shortest first: consecutive texts then have similar lengths, so a local
-    model's batches carry little padding.
-    """
-    return conn.execute(
-        """SELECT text_hash, embed_text, token_count FROM (
-               SELECT DISTINCT ON (c.text_hash) c.text_hash, c.embed_text, c.token_count
-               FROM sitekb.chunks c
-               WHERE c.run_id = %s AND NOT EXISTS (
-                   SELECT 1 FROM sitekb.embedding_cache e
-                   WHERE e.model = %s AND e.dimensions = %s AND e.text_hash = c.text_hash)
-               ORDER BY c.text_hash) t
-           ORDER BY token_count, text_hash""",
-        (run_id, model, dimensions),
-    ).fetchall()
-
-
-def missing_hashes(conn: psycopg.Connection, run_id: str, model: str, dimensions: int) -> list[tuple[bytes, str]]:
-    """(text_hash, embed_text) of the run's distinct texts the cache lacks."""
-    return [(digest, text) for digest, text, _ in missing_texts(conn, run_id, model, dimensions)]
-
-
-def store_vectors(conn: psycopg.Connection, model: str, dimensions: int, hashes: Sequence[bytes],
-                  vectors: np.ndarray, *, spend: "_Spend | None" = None) -> None:
-    """Write one batch to the cache with binary COPY (and its cost to the run's spend), then commit."""
-    with conn.transaction():
-        conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS embedding_batch "
-            "(text_hash bytea, embedding vector) ON COMMIT DELETE ROWS"
-        )
-        with conn.cursor().copy("COPY embedding_batch (text_hash, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types(["bytea", "vector"])
-            for digest, vector in zip(hashes, vectors):
-                copy.write_row((digest, Vector(vector)))
-        conn.execute(
-            """INSERT INTO sitekb.embedding_cache (model, dimensions, text_hash, embedding)
-               SELECT %s, %s, text_hash, embedding FROM embedding_batch
-               ON CONFLICT DO NOTHING""",
-            (model, dimensions),
-        )
-        if spend is not None:
-            conn.execute(
-                """INSERT INTO sitekb.embedding_spend AS s
-                       (run_id, provider, model, dimensions, requests, inputs, tokens, usd)
-                   VALUES (%s, %s, %s, %s, 1, %s, %s, %s)
-                   ON CONFLICT (run_id, model, dimensions) DO UPDATE SET
-                       requests = s.requests + 1, inputs = s.inputs + excluded.inputs,
-                       tokens = s.tokens + excluded.tokens, usd = s.usd + excluded.usd, updated_at = now()""",
-                (spend.run_id, spend.provider, model, dimensions, len(hashes), spend.tokens, spend.usd),
-            )
-
-
-@dataclass(frozen=True)
-class _Spend:
-    run_id: str
-    provider: str
-    tokens: int
-    usd: float
-
-
-def run_spend(conn: psycopg.Connection, run_id: str) -> dict:
-    """What embedding has cost this run so far, over all its attempts."""
-    requests, inputs, tokens, usd = conn.execute(
-        """SELECT coalesce(sum(requests), 0), coalesce(sum(inputs), 0), coalesce(sum(tokens), 0),
-                  coalesce(sum(usd), 0)::float8
-           FROM sitekb.embedding_spend WHERE run_id = %s""",
-        (run_id,),
-    ).fetchone()
-    return {"requests": int(requests), "inputs": int(inputs), "tokens": int(tokens), "usd": round(usd, 6)}
-
-
 # -- cost -------------------------------------------------------------------------------
 
 def estimate_cost(conn: psycopg.Connection, run_id: str, embedder: Embedder) -> dict:
     """Texts and tokens the cache lacks for this run, what embedding them would cost, and the spend so far."""
-    texts, tokens = conn.execute(
-        """SELECT count(*), coalesce(sum(token_count), 0) FROM (
-               SELECT DISTINCT ON (c.text_hash) c.token_count FROM sitekb.chunks c
-               WHERE c.run_id = %s AND NOT EXISTS (
-                   SELECT 1 FROM sitekb.embedding_cache e
-                   WHERE e.model = %s AND e.dimensions = %s AND e.text_hash = c.text_hash)) t""",
-        (run_id, embedder.model, embedder.dimensions),
-    ).fetchone()
+    texts, tokens = cache.missing_totals(conn, run_id, embedder.model, embedder.dimensions)
     price = _price(embedder)
-    return {"texts_to_embed": int(texts), "tokens_to_embed": int(tokens),
-            "estimated_usd": round(int(tokens) * price / 1_000_000, 6), "price_per_million_usd": price,
-            "spent_usd": run_spend(conn, run_id)["usd"]}
+    return {"texts_to_embed": texts, "tokens_to_embed": tokens,
+            "estimated_usd": round(tokens * price / 1_000_000, 6), "price_per_million_usd": price,
+            "spent_usd": cache.run_spend(conn, run_id)["usd"]}
 
 
 def _price(embedder: Embedder) -> float:
@@ -305,7 +300,7 @@ def _embed_batch(embedder: Embedder, texts: list[str], counts: list[int]) -> tup
 
 
 def embed_run(conn: psycopg.Connection, run_id: str, embedder: Embedder, batch_size: int | None = None, *,
-              budget_usd: float | None = None, log: Callable[[str], None] | None = None) -> EmbedResult:
+              budget_usd: float | None = None) -> EmbedResult:
     """Embed every distinct text of the run that the cache lacks; commit each request's vectors as it returns.
 
     Up to ``embedder.concurrency`` requests are in flight. If one fails, the
@@ -314,10 +309,8 @@ def embed_run(conn: psycopg.Connection, run_id: str, embedder: Embedder, batch_s
     the run's spend past it (BudgetExceeded).
     """
     started = time.monotonic()
-    total = conn.execute(
-        "SELECT count(DISTINCT text_hash) FROM sitekb.chunks WHERE run_id = %s", (run_id,)
-    ).fetchone()[0]
-    todo = missing_texts(conn, run_id, embedder.model, embedder.dimensions)
+    total = cache.distinct_texts(conn, run_id)
+    todo = cache.missing_texts(conn, run_id, embedder.model, embedder.dimensions)
     result = EmbedResult(total=total, reused=total - len(todo), embedded=0, requests=0, seconds=0.0)
     if not todo:
         result.seconds = time.monotonic() - started
@@ -335,7 +328,7 @@ def embed_run(conn: psycopg.Connection, run_id: str, embedder: Embedder, batch_s
     max_inputs = min(batch_size or embedder.max_batch_inputs, embedder.max_batch_inputs)
     batches = pack_batches([count for _, _, count in todo], max_inputs, embedder.max_batch_tokens)
     price = _price(embedder)
-    spent = run_spend(conn, run_id)["usd"] if budget_usd is not None else 0.0
+    spent = cache.run_spend(conn, run_id)["usd"] if budget_usd is not None else 0.0
     reserved = 0.0  # cost of requests in flight
     last_log = time.monotonic()
 
@@ -345,16 +338,16 @@ def embed_run(conn: psycopg.Connection, run_id: str, embedder: Embedder, batch_s
     def store(batch: range, vectors: np.ndarray, billed: int | None) -> None:
         nonlocal spent, last_log
         tokens = billed if billed is not None else sum(todo[i][2] for i in batch)
-        store_vectors(conn, embedder.model, embedder.dimensions, [todo[i][0] for i in batch], vectors,
-                      spend=_Spend(run_id, embedder.provider, tokens, cost(tokens)))
+        cache.store_vectors(conn, embedder.model, embedder.dimensions, [todo[i][0] for i in batch], vectors,
+                            spend=cache.Spend(run_id, embedder.provider, tokens, cost(tokens)))
         spent += cost(tokens)
         result.embedded += len(batch)
         result.requests += 1
         result.tokens += tokens
         result.usd += cost(tokens)
-        if log is not None and time.monotonic() - last_log > 10:
+        if time.monotonic() - last_log > 10:
             last_log = time.monotonic()
-            log(f"embedding: {result.embedded}/{len(todo)} texts done ({result.requests} requests)")
+            log.info("embedding: %d/%d texts done (%d requests)", result.embedded, len(todo), result.requests)
 
     def affordable(batch: range) -> bool:
         if budget_usd is None:

@@ -6,6 +6,9 @@ that failed, a database that is not there. Its message says what to do. The
 Airflow corner turns it into a failure without retry.
 
 A :class:`TransientError` (HTTP 429, a lost connection) may succeed on retry.
+
+Exit codes of the CLI: 1 other, 2 config, 3 database, 4 crawl, 5 quality
+gate, 6 budget, 7 not found, 8 query embedding unavailable.
 """
 
 
@@ -49,6 +52,12 @@ class NotFound(SitekbError):
     """A snapshot, alias or site that was asked for does not exist."""
 
     exit_code = 7
+
+
+class EmbeddingUnavailable(SitekbError):
+    """A question cannot be embedded now with the model of the snapshot it asks (its server is down or refuses)."""
+
+    exit_code = 8
 
 
 class TransientError(Exception):

@@ -27,9 +27,14 @@ __all__ = [
     "EXTRACTOR_VERSION",
     "NOSNIPPET_SELECTORS",
     "Document",
+    "document_of_page",
     "extract_document",
+    "is_text_page",
     "strip_nosnippet",
+    "text_document",
 ]
+
+PDF_TYPE = "application/pdf"
 
 # Bump the suffix whenever this module changes what it emits for the same HTML,
 # so stored snapshots can tell which extraction produced them.
@@ -350,3 +355,44 @@ def extract_document(html: str, url: str, *, favor_precision: bool = True,
         content_hash=hashlib.sha256(markdown.encode("utf-8")).hexdigest(),
         visible_words=visible_words,
     )
+
+
+def is_text_page(content_type: str | None) -> bool:
+    """True for pages whose stored body is plain text (the crawler stores a PDF's text), not HTML."""
+    return (content_type or "").split(";")[0].strip().lower() == PDF_TYPE
+
+
+def text_document(text: str, url: str) -> Document | None:
+    """A :class:`Document` of plain text the crawler stored (PDF text); None when there is no text at all.
+
+    The crawler writes the PDF's title as a first ``# Title`` line.
+    """
+    markdown = re.sub(r"\n{3,}", "\n\n", text.replace("\r\n", "\n")).strip()
+    if not _WORD.search(markdown):
+        return None
+    first = markdown.split("\n", 1)[0]
+    title = first[2:].strip() if first.startswith("# ") else None
+    words = len(_WORD.findall(markdown))
+    return Document(
+        url=url, canonical_url=None, title=title, description=None, author=None, published=None,
+        modified=None, language=None, tags=(), markdown=markdown, word_count=words,
+        content_hash=hashlib.sha256(markdown.encode("utf-8")).hexdigest(),
+        visible_words=words,  # a PDF's text is all visible, no boilerplate
+    )
+
+
+def document_of_page(body: str, url: str, content_type: str | None,
+                     nosnippet_selectors: Sequence[str] = NOSNIPPET_SELECTORS) -> Document | None:
+    """The document of one stored page: PDF text as it is, HTML through :func:`extract_document`.
+
+    Sections matching ``nosnippet_selectors`` (the site's ``opt_out.nosnippet_selectors``)
+    are cut first. None when the page has no main content.
+    """
+    if is_text_page(content_type):
+        doc = text_document(body, url)
+    else:
+        selectors = tuple(nosnippet_selectors)
+        doc = extract_document(strip_nosnippet(body, selectors) if selectors else body, url)
+    if doc is None or not doc.markdown.strip():
+        return None
+    return doc

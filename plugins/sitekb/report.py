@@ -1,27 +1,17 @@
-"""Readable accounts of a run: the summary printed at the end of `sitekb run`/`make run`."""
+"""Readable accounts for people: the summary printed at the end of `sitekb run`/`make run`,
+passages with their sources, and a snapshot diff. Formatting only; the rows come from the store."""
 
 from __future__ import annotations
 
 import psycopg
-from psycopg.rows import dict_row
 
-from sitekb.errors import NotFound
-
-STAGE_ORDER = ("crawl", "extract", "validate", "chunk", "embed", "build", "evaluate", "publish")
+from sitekb.stages import NAMES as STAGE_ORDER
+from sitekb.store import runs
 
 
 def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
     """Everything the end-of-run summary shows, from the database alone."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        run = cur.execute("SELECT * FROM sitekb.runs WHERE run_id = %s", (run_id,)).fetchone()
-        if run is None:
-            raise NotFound(f"run {run_id!r} does not exist")
-        snap = cur.execute(
-            """SELECT s.*, coalesce(array_agg(a.alias) FILTER (WHERE a.alias IS NOT NULL), '{}') AS aliases
-               FROM sitekb.snapshots s LEFT JOIN sitekb.aliases a USING (snapshot_id)
-               WHERE s.run_id = %s GROUP BY s.snapshot_id""",
-            (run_id,),
-        ).fetchone()
+    run, snap = runs.summary(conn, run_id)
     stages = run["stages"] or {}
     crawl, embed, validate = stages.get("crawl", {}), stages.get("embed", {}), stages.get("validate", {})
     return {
@@ -90,7 +80,7 @@ def format_passages(passages: list, question: str) -> str:
         lines.append(f"{rank}. [{p.score:.3f}] {p.title or '(untitled)'}  {p.url}")
         if heading:
             lines.append(f"   {heading}")
-        lines.append(f"   {p.snippet()}")
+        lines.append(f"   {p.snippet}")
     return "\n".join(lines)
 
 

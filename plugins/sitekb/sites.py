@@ -4,9 +4,10 @@ A site config is a YAML file, either a name under ``dags/sites/`` (``demo`` →
 ``dags/sites/demo.yaml``) or a path. It is validated at load: an unknown key or
 a value of the wrong type is a :class:`ConfigError` that names the key and the
 file. ``config_hash`` fingerprints the effective config; a snapshot records it.
+:func:`resolve_site` gives the effective config of a run: the file, then the
+environment's overrides, then the command line's (see :mod:`sitekb.settings`).
 
-Settings read: ``SITEKB_SITES_DIR`` (where named configs live; default the
-repository's ``dags/sites``).
+Settings read (passed in): ``Settings.sites_dir``, where named configs live.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sitekb.errors import ConfigError
+from sitekb.passages import Mode
+from sitekb.settings import DEFAULT_SITES_DIR, Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -137,7 +139,7 @@ class OptOutConfig(_Strict):
 
 
 class QualityConfig(_Strict):
-    """Per-document and per-batch thresholds of the quality gate (sitekb.expectations.suites).
+    """Per-document and per-batch thresholds of the quality gate (sitekb.quality.suites).
 
     Strict types: a threshold written as a string ("0.5") or a bool is an error, not a guess.
     """
@@ -274,7 +276,7 @@ class SiteConfig(_Strict):
     golden_questions: list[GoldenQuestion] = Field(default_factory=list)
     golden_k: int = Field(default=5, ge=1, le=100)
     golden_tolerance: int = Field(default=0, ge=0)
-    golden_mode: Literal["vector", "keyword", "hybrid"] = Field(
+    golden_mode: Mode = Field(
         default="vector", description="Search mode the golden questions are asked in (the API's default)."
     )
     keep_snapshots: int = Field(
@@ -326,28 +328,24 @@ class SiteConfig(_Strict):
         return SiteConfig.model_validate(data)
 
 
-def sites_dir() -> Path:
-    return Path(os.environ.get("SITEKB_SITES_DIR", REPO_ROOT / "dags" / "sites"))
-
-
-def resolve_site_path(site: str) -> Path:
+def resolve_site_path(site: str, sites_dir: Path) -> Path:
     """A name under the sites folder, or a path to a YAML file."""
     if site.endswith((".yaml", ".yml")) or os.sep in site:
         path = Path(site)
     else:
-        path = sites_dir() / f"{site}.yaml"
+        path = sites_dir / f"{site}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in sites_dir().glob("*.yaml"))) or "none"
+        known = ", ".join(sorted(p.stem for p in sites_dir.glob("*.yaml"))) or "none"
         raise ConfigError(
             f"site config {site!r} not found (looked for {path}). "
-            f"Known sites in {sites_dir()}: {known}. Pass a name from that folder or a path to a YAML file."
+            f"Known sites in {sites_dir}: {known}. Pass a name from that folder or a path to a YAML file."
         )
     return path
 
 
-def load_site(site: str, overrides: dict | None = None) -> SiteConfig:
-    """Load and validate a site config; ``overrides`` (CLI/env) win over the file."""
-    path = resolve_site_path(site)
+def load_site(site: str, overrides: dict | None = None, *, sites_dir: Path | None = None) -> SiteConfig:
+    """Load and validate a site config; ``overrides`` (environment, CLI) win over the file."""
+    path = resolve_site_path(site, sites_dir or DEFAULT_SITES_DIR)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -356,6 +354,18 @@ def load_site(site: str, overrides: dict | None = None) -> SiteConfig:
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     data.setdefault("name", path.stem)
     return site_from_dict(_deep_merge(data, overrides or {}), source=str(path))
+
+
+def resolve_site(site: "str | SiteConfig", settings: Settings, overrides: dict | None = None,
+                 start_url: str | None = None) -> SiteConfig:
+    """The effective site config of a run: file < environment < CLI overrides; a start URL rebases it."""
+    if isinstance(site, SiteConfig):
+        config = site
+    else:
+        config = load_site(site, _deep_merge(settings.site_overrides(), overrides or {}), sites_dir=settings.sites_dir)
+    if start_url:
+        config = config.with_base_url(start_url)
+    return config
 
 
 def site_from_dict(data: dict, source: str = "<config>") -> SiteConfig:

@@ -24,8 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sitekb import db
-from sitekb.crawl import run_crawl
+from sitekb import store
+from sitekb.stages.crawl import crawl_site
 from tests.benchmarks.results import write_result
 from tests.conftest import REPO, _reset_schema
 from tests.crawl.conftest import site_config
@@ -69,9 +69,8 @@ def rate(pages: int, seconds: float) -> float:
 
 def test_bench_crawl(database_server):
     _reset_schema(database_server)
-    with db.connection(database_server) as conn:
-        db.migrate(conn)
-    with FixtureSite() as web:
+    with store.connection(database_server) as conn, FixtureSite() as web:
+        store.migrate(conn)
         paths = build_site(web)
         urls = [web.base_url + p for p in paths]
         config = site_config(web.base_url, max_pages=2000, max_depth=10, concurrency_per_host=CONCURRENCY,
@@ -79,15 +78,15 @@ def test_bench_crawl(database_server):
         bare_runs, sitekb_runs = [], []
         for round_ in range(ROUNDS):
             bare_runs.append(bare_crawl(urls))
-            stats = run_crawl(config, f"bench-full-{round_}", database_server, full=True)
+            stats = crawl_site(conn, config, f"bench-full-{round_}", database_server, full=True)
             assert stats["fetched"] == len(paths), stats
             sitekb_runs.append(stats)
         bare = max(bare_runs, key=lambda r: rate(r["pages"], r["crawl_seconds"]))
         full = max(sitekb_runs, key=lambda r: rate(r["fetched"], r["crawl_seconds"]))
-        by_lastmod = run_crawl(config, "bench-recrawl-lastmod", database_server)
+        by_lastmod = crawl_site(conn, config, "bench-recrawl-lastmod", database_server)
         conditional_config = site_config(web.base_url, max_pages=2000, max_depth=10,
                                          concurrency_per_host=CONCURRENCY, use_sitemap_lastmod=False)
-        by_304 = run_crawl(conditional_config, "bench-recrawl-304", database_server)
+        by_304 = crawl_site(conn, conditional_config, "bench-recrawl-304", database_server)
 
     assert bare["pages"] == len(paths)
     assert by_lastmod["unchanged_by_sitemap"] == len(paths) and by_304["not_modified"] == len(paths)

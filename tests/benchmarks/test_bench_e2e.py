@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from sitekb import db, pipeline, report
+from sitekb import engine, report, store
 from sitekb.settings import Settings
 from tests.benchmarks.results import write_result
 from tests.conftest import _reset_schema
@@ -27,9 +27,9 @@ def test_bench_end_to_end(database_server, demo_config, monkeypatch, tmp_path):
     runs = []
     for _ in range(2):
         started = time.monotonic()
-        run_id = pipeline.run_refresh(demo_config, settings=settings, log=lambda m: None)
+        run_id = engine.refresh(settings, demo_config)
         wall = time.monotonic() - started
-        with db.connection(database_server) as conn:
+        with store.connection(database_server) as conn:
             summary = report.run_summary(conn, run_id)
         summary["wall_seconds"] = round(wall, 2)
         runs.append(summary)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from sitekb import pipeline
+from sitekb import engine, stages
+from sitekb.store.runs import Run
 from sitekb.chunking import ChunkingConfig, chunk_document
 from sitekb.embedding import embed_run, get_embedder, text_hash
 from sitekb.providers.openai_api import MAX_INPUTS, MAX_REQUEST_TOKENS
@@ -64,8 +65,8 @@ def edit_one_paragraph(markdown: str, seed: int) -> str:
     return markdown.replace(target, target + " A sentence added by the editor changes this paragraph.", 1)
 
 
-def _stage_documents(conn, site, run_id: str, docs: dict[str, tuple[str, str]]) -> pipeline.Run:
-    run = pipeline.start_run(conn, site, run_id, {})
+def _stage_documents(conn, site, run_id: str, docs: dict[str, tuple[str, str]]) -> Run:
+    run = engine.start(conn, Settings.from_env(), site, run_id, {})
     with conn.transaction(), conn.cursor() as cur:
         for url, (title, markdown) in docs.items():
             cur.execute(
@@ -76,13 +77,12 @@ def _stage_documents(conn, site, run_id: str, docs: dict[str, tuple[str, str]]) 
     return run
 
 
-def _timed_stages(conn, run: pipeline.Run, settings: Settings) -> dict:
+def _timed_stages(conn, run: Run, settings: Settings) -> dict:
     timings = {}
-    for name, call in (("chunk", pipeline.chunk_stage), ("embed", pipeline.embed_stage),
-                       ("build", pipeline.build_stage)):
+    ctx = engine.context(conn, settings, settings.database_url, run.run_id)
+    for name in ("chunk", "embed", "build"):
         started = time.monotonic()
-        kwargs = {"log": lambda m: None} if name == "embed" else {}
-        out = call(conn, run, settings, **kwargs)
+        out = engine.execute(stages.get(name), ctx).counts
         timings[name] = time.monotonic() - started
         if name == "embed":
             timings["embed_counts"] = {k: out[k] for k in ("chunks", "reused", "embedded")}
@@ -92,13 +92,13 @@ def _timed_stages(conn, run: pipeline.Run, settings: Settings) -> dict:
 
 @pytest.fixture
 def bench_db(database_server, monkeypatch, tmp_path):
-    from sitekb import db
+    from sitekb import store
 
     _reset_schema(database_server)
     monkeypatch.setenv("SITEKB_DATABASE_URL", database_server)
     monkeypatch.setenv("SITEKB_HOME", str(tmp_path))
-    with db.connection(database_server) as conn:
-        db.migrate(conn)
+    with store.connection(database_server) as conn:
+        store.migrate(conn)
         yield conn
 
 
@@ -146,7 +146,7 @@ def test_bench_local_stage_vs_bare_encode(bench_db):
     for url, (title, markdown) in list(generated_site(46).items()):
         texts += [c.embed_text for c in chunk_document(markdown, url=url, title=title, tokenizer=tokenizer,
                                                        config=config)]
-    pipeline.start_run(conn, site, "stage", {})
+    engine.start(conn, Settings.from_env(), site, "stage", {})
     with conn.transaction(), conn.cursor() as cur:
         for i, text in enumerate(texts):
             cur.execute(
@@ -176,7 +176,7 @@ def test_bench_local_stage_vs_bare_encode(bench_db):
         f"{len(texts)} chunks of <=256 tokens, model warm: bare model.encode {bare_rate:.1f} chunks/s, "
         f"embed stage (cache lookups, COPY, commits) {stage_rate:.1f} chunks/s = {ratio:.0%} (target >= 85%)",
         f"loading the model (torch + transformers import) took {embedder.load_seconds():.1f} s in this process; "
-        "pipeline.run_refresh loads it in the background during the crawl",
+        "engine.refresh loads it in the background during the crawl",
     ])
     assert ratio >= 0.85
 
@@ -187,7 +187,7 @@ def test_bench_request_fullness(bench_db):
     rng = random.Random(5)
     words = " ".join(body for _, body in _articles()).split()
     site = site_from_dict({"name": "bench", "start_urls": ["https://bench.test/"]})
-    pipeline.start_run(conn, site, "large", {})
+    engine.start(conn, Settings.from_env(), site, "large", {})
     rows = []
     for i in range(15_000):
         # Chunk sizes like a real site's: mostly near the target, some short, a few long.

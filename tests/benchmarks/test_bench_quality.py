@@ -28,9 +28,9 @@ from pathlib import Path
 import lxml.html
 import numpy as np
 
-from sitekb import dedup, gate, quality
-from sitekb.expectations import suites
-from sitekb.expectations.runner import validate_rows
+from sitekb.quality import duplicates, gate, measures
+from sitekb.quality import suites
+from sitekb.quality.runner import validate_rows
 from sitekb.extract import extract_document
 from sitekb.sites import QualityConfig
 from tests.benchmarks import extraction_eval
@@ -40,7 +40,7 @@ DEMO = Path(__file__).resolve().parents[2] / "plugins" / "sitekb" / "demo" / "si
 STOP = "the of and to in is that for it with as on are this be by or from at not have an we you".split()
 
 
-def synthetic_corpus(count: int, seed: int = 7, words: int = 300, near_share: float = 0.02) -> list[dedup.Text]:
+def synthetic_corpus(count: int, seed: int = 7, words: int = 300, near_share: float = 0.02) -> list[duplicates.Text]:
     """Distinct documents, plus near-duplicate copies (new intro, a few words changed) of some of them."""
     rng = random.Random(seed)
     vocab = [f"{rng.choice('bcdfghklmnprstvw')}{rng.choice('aeiou')}{rng.choice('lmnrst')}{i}" for i in range(6000)]
@@ -48,14 +48,14 @@ def synthetic_corpus(count: int, seed: int = 7, words: int = 300, near_share: fl
     originals = int(count * (1 - near_share))
     for i in range(originals):
         text = " ".join(rng.choice(STOP) if rng.random() < 0.35 else rng.choice(vocab) for _ in range(words))
-        docs.append(dedup.Text(f"https://bench.example/articles/{i}", text))
+        docs.append(duplicates.Text(f"https://bench.example/articles/{i}", text))
     for j in range(count - originals):
         source = docs[rng.randrange(originals)]
         tokens = source.text.split()
         for _ in range(3):
             tokens[rng.randrange(len(tokens))] = rng.choice(vocab)
         text = "Originally published on our partner site. " + " ".join(tokens)
-        docs.append(dedup.Text(f"https://bench.example/syndicated/{j}", text, source.url))
+        docs.append(duplicates.Text(f"https://bench.example/syndicated/{j}", text, source.url))
     return docs
 
 
@@ -98,12 +98,12 @@ def bench_extraction() -> dict:
 
 def bench_validation(count: int = 1000) -> dict:
     corpus = synthetic_corpus(count, seed=11)
-    docs = [{"url": d.url, "title": f"Article {i}", "markdown": d.text, "word_count": quality.word_count(d.text),
+    docs = [{"url": d.url, "title": f"Article {i}", "markdown": d.text, "word_count": measures.word_count(d.text),
              "language": "en", "canonical_url": d.canonical_url, "visible_words": 400}
             for i, d in enumerate(corpus)]
     config = QualityConfig()
     gate.document_rows(docs[:10], config)  # imports datasketch (and scipy): a one-time cost, not per document
-    measure_s = _timed(lambda: [quality.measure_document(d) for d in docs])
+    measure_s = _timed(lambda: [measures.measure_document(d) for d in docs])
     rows: list[dict] = []
     rows_s = _timed(lambda: rows.extend(gate.document_rows(docs, config)))
     checks = suites.document_checks(config)
@@ -132,12 +132,12 @@ def _gx_import_seconds() -> float:
     return round(float(out.strip().splitlines()[-1]), 2)
 
 
-def _all_pairs(corpus: list[dedup.Text], threshold: float) -> int:
-    shingles = [dedup.shingle_hashes(dedup.words(d.text)) for d in corpus]
+def _all_pairs(corpus: list[duplicates.Text], threshold: float) -> int:
+    shingles = [duplicates.shingle_hashes(duplicates.words(d.text)) for d in corpus]
     found = 0
     for i in range(len(shingles)):
         for j in range(i):
-            if dedup.jaccard(shingles[i], shingles[j]) >= threshold:
+            if duplicates.jaccard(shingles[i], shingles[j]) >= threshold:
                 found += 1
     return found
 
@@ -150,7 +150,7 @@ def bench_near_duplicates(sizes=(1000, 2000, 4000, 8000), brute_sizes=(500, 1000
         planted = sum(1 for d in corpus if d.canonical_url)
         found: dict = {}
         # CPU time of this process: wall time on a shared machine swings with other jobs.
-        seconds = _timed(lambda: found.update(dedup.find_duplicates(corpus, threshold)), clock=time.process_time)
+        seconds = _timed(lambda: found.update(duplicates.find_duplicates(corpus, threshold)), clock=time.process_time)
         lsh[size] = {"seconds": round(seconds, 3), "planted": planted, "found": len(found),
                      "ms_per_doc": round(seconds / size * 1000, 3)}
     brute = {}

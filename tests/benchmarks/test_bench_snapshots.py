@@ -3,7 +3,7 @@
 At SITEKB_BENCH_CHUNKS chunks (default 100,000) of synthetic 384-dimension
 vectors, measured side by side in one run on one database:
 
-- ingest: the snapshot load (``snapshots.build`` copying the run's staged
+- ingest: the snapshot load (``snapshot_tables.build`` copying the run's staged
   chunks, cached embeddings and cached full-text vectors into the new table,
   before its HNSW + GIN + btree indexes) against a raw binary COPY of the same
   rows into an unindexed table, and against langchain-postgres
@@ -33,8 +33,10 @@ import numpy as np
 import pytest
 from pgvector import Vector
 
-from sitekb import db, fulltext, snapshots
-from sitekb.embedding import store_vectors, text_hash
+from sitekb import store
+from sitekb.store import fulltext, snapshot_tables, snapshots
+from sitekb.embedding import text_hash
+from sitekb.store.embeddings import store_vectors
 from tests.benchmarks.results import write_result
 from tests.conftest import _reset_schema
 from tests.db.factory import reader_connection
@@ -127,7 +129,7 @@ def _snapshot(conn, run_id: str) -> tuple[int, dict]:
         snapshot_id = snapshots.create_record(
             conn, site=SITE, run_id=run_id, provider="local", model=MODEL, dimensions=DIMS, tokenizer="bench",
             config_hash="bench", extractor_version="bench", chunker_version="bench")
-    built = snapshots.build(conn, snapshot_id, run_id, MODEL, DIMS)
+    built = snapshot_tables.build(conn, snapshot_id, run_id, MODEL, DIMS)
     snapshots.set_state(conn, snapshot_id, "validated")
     return snapshot_id, built
 
@@ -148,11 +150,11 @@ def _langchain(url: str, rows, vectors) -> float | str:
 
     engine = PGEngine.from_connection_string(url.replace("postgresql://", "postgresql+psycopg://", 1))
     engine.init_vectorstore_table("bench_langchain", DIMS, overwrite_existing=True)
-    store = PGVectorStore.create_sync(engine, Precomputed(), "bench_langchain")
+    vector_store = PGVectorStore.create_sync(engine, Precomputed(), "bench_langchain")
     started = time.perf_counter()
     for start in range(0, len(rows), 500):
         batch = rows[start:start + 500]
-        store.add_embeddings([r["content"] for r in batch], [v.tolist() for v in vectors[start:start + 500]],
+        vector_store.add_embeddings([r["content"] for r in batch], [v.tolist() for v in vectors[start:start + 500]],
                              metadatas=[{k: r[k] for k in ("url", "title", "heading_path", "seq")} for r in batch])
     return time.perf_counter() - started
 
@@ -163,7 +165,7 @@ def _llama_index(url: str, rows, vectors, hybrid: bool = False) -> float | str:
         from llama_index.vector_stores.postgres import PGVectorStore
     except ImportError as exc:
         return f"not installed ({exc.name}); pip install 'sitekb[bench]'"
-    store = PGVectorStore(
+    vector_store = PGVectorStore(
         connection_string=url.replace("postgresql://", "postgresql+psycopg://", 1),
         async_connection_string=url.replace("postgresql://", "postgresql+psycopg_async://", 1),
         table_name="bench_llama_hybrid" if hybrid else "bench_llama", embed_dim=DIMS, schema_name="public",
@@ -173,7 +175,7 @@ def _llama_index(url: str, rows, vectors, hybrid: bool = False) -> float | str:
              for r, v in zip(rows, vectors)]
     started = time.perf_counter()
     for start in range(0, len(nodes), 500):
-        store.add(nodes[start:start + 500])
+        vector_store.add(nodes[start:start + 500])
     return time.perf_counter() - started
 
 
@@ -188,8 +190,8 @@ def _pct(values: list[float], q: float) -> float:
 @pytest.mark.timeout(3600)
 def test_bench_snapshots(database_server, tmp_path):
     _reset_schema(database_server)
-    conn = db.connect(database_server)
-    db.migrate(conn)
+    conn = store.connect(database_server)
+    store.migrate(conn)
     data: dict = {"chunks": N, "dimensions": DIMS, "words_per_chunk": WORDS_PER_CHUNK, "queries": QUERIES}
     t0 = time.perf_counter()
     rows, vectors, queries, query_texts = _data(N)
@@ -256,7 +258,7 @@ def test_bench_snapshots(database_server, tmp_path):
             conn, site=SITE, run_id="bench__rebuild", provider="local", model=MODEL, dimensions=DIMS,
             tokenizer="bench", config_hash="bench", extractor_version="bench", chunker_version="bench")
     conn.execute("CHECKPOINT")
-    rebuilt = snapshots.build(conn, rebuild_id, "bench__full", MODEL, DIMS)
+    rebuilt = snapshot_tables.build(conn, rebuild_id, "bench__full", MODEL, DIMS)
     ingest["rebuild_load_rows_per_s"] = round(N / rebuilt["load_seconds"])
     conn.execute(f"DROP SCHEMA sitekb_snap_{rebuild_id} CASCADE")
     conn.execute(f"DROP TABLE sitekb_snapshots.snap_{rebuild_id}")
@@ -287,8 +289,8 @@ def test_bench_snapshots(database_server, tmp_path):
     snapshots.publish(conn, snapshot_id, actor="bench", reason="bench")
     table = f"sitekb_snapshots.snap_{snapshot_id}"
     reader = reader_connection(conn, database_server)
-    bare = db.connect(database_server)
-    bare.execute("SET hnsw.ef_search = 100")   # what sitekb.search_table uses
+    bare = store.connect(database_server)
+    bare.execute("SET hnsw.ef_search = 100")   # what sitekb_api.search uses
     api_ms, bare_ms, recalls, hybrid_ms, keyword_ms = [], [], [], [], []
     api_sql = ("SELECT chunk_id, url, title, heading_path, content, score FROM sitekb_api.search(%s, "
                "query_embedding => %s, k => 10, mode => 'vector')")

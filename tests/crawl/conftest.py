@@ -1,6 +1,6 @@
 """Fixtures of the crawler tests: a programmable site on 127.0.0.1 and crawl helpers.
 
-Every crawl is the real thing: ``sitekb.crawl.run_crawl`` spawns the Scrapy
+Every crawl is the real thing: ``sitekb.stages.crawl.crawl_site`` spawns the Scrapy
 process, which writes into the real database of the ``database_url`` fixture.
 """
 
@@ -69,10 +69,10 @@ def web():
 @pytest.fixture
 def crawl(database_url, conn):
     """crawl(config, run_id, full=False) -> CrawlResult, through the real crawler process."""
-    from sitekb.crawl import run_crawl
+    from sitekb.stages.crawl import crawl_site
 
     def run(config: SiteConfig, run_id: str, full: bool = False) -> CrawlResult:
-        stats = run_crawl(config, run_id, database_url, full=full)
+        stats = crawl_site(conn, config, run_id, database_url, full=full)
         pages, exclusions = read_back(conn, config.base_url, run_id)
         return CrawlResult(stats, pages, exclusions)
 

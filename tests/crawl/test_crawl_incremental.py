@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sitekb import pipeline
-from sitekb.crawl import full_recrawl_due, record_stats
+from sitekb import engine, stages
+from sitekb.settings import Settings
+from sitekb.stages.crawl import full_recrawl_due
+from sitekb.store import ledger
 from tests.crawl.conftest import site_config
 from tests.crawl.fixture_site import html_reply, page, raw, sitemap
 
@@ -27,9 +29,14 @@ def build(web, entries, home_links, pages):
         web.add(path, handler)
 
 
+def stage(conn, name: str, run_id: str) -> None:
+    settings = Settings.from_env()
+    engine.execute(stages.get(name), engine.context(conn, settings, settings.database_url, run_id))
+
+
 def extract(conn, config, run_id):
-    run = pipeline.start_run(conn, config, run_id)
-    pipeline.extract_stage(conn, run)
+    run = engine.start(conn, Settings.from_env(), config, run_id)
+    stage(conn, "extract", run_id)
     return run, {url.removeprefix(config.base_url) for (url,) in conn.execute(
         "SELECT url FROM sitekb.documents WHERE run_id = %s", (run_id,))}
 
@@ -45,7 +52,7 @@ def test_unchanged_pages_cost_nothing_changed_and_gone_pages_are_handled(web, cr
     assert first.stats["full"] is True and first.stats["fetched"] == 7
     run1, docs1 = extract(conn, config, "inc-1")
     assert docs1 == {"/", *links}
-    pipeline.chunk_stage(conn, run1)
+    stage(conn, "chunk", run1.run_id)
     assert conn.execute("SELECT count(*) FROM sitekb.chunks WHERE url LIKE '%/f.html'").fetchone()[0] > 0
     a_fetched_at = first.pages["/a.html"]["fetched_at"]
 
@@ -90,15 +97,15 @@ def test_unchanged_pages_cost_nothing_changed_and_gone_pages_are_handled(web, cr
     assert len(a_hits) == 1 and "if-none-match" not in a_hits[0].headers
 
 
-def test_full_recrawl_falls_due_after_the_configured_days(database_url):
+def test_full_recrawl_falls_due_after_the_configured_days(conn):
     config = site_config("http://127.0.0.1:9", full_recrawl_days=7)
-    assert full_recrawl_due(database_url, config) == "no full crawl recorded yet"
-    record_stats(database_url, config, "r-full", {"full": True, "fetched": 3})
-    assert full_recrawl_due(database_url, config) is None
+    assert full_recrawl_due(conn, config) == "no full crawl recorded yet"
+    ledger.record_crawl(conn, config.name, "r-full", {"full": True, "fetched": 3})
+    assert full_recrawl_due(conn, config) is None
     later = datetime.now(timezone.utc) + timedelta(days=8)
-    assert "8 days old" in full_recrawl_due(database_url, config, now=later)
+    assert "8 days old" in full_recrawl_due(conn, config, now=later)
     never = site_config("http://127.0.0.1:9", full_recrawl_days=None)
-    assert full_recrawl_due(database_url, never, now=later) is None
+    assert full_recrawl_due(conn, never, now=later) is None
 
 
 def test_a_404_page_drops_out_of_the_next_snapshot(web, crawl, conn):

@@ -3,7 +3,7 @@
 The site (served on 127.0.0.1) holds normal pages and one page per rule:
 opt-outs of every kind, scope limits, spider traps, redirects, politeness
 signals (429/503 with Retry-After, a 5xx storm, a slow-drip response) and bad
-input. The crawl runs through ``sitekb.crawl.run_crawl`` into the real
+input. The crawl runs through ``sitekb.stages.crawl.crawl_site`` into the real
 database; the tests check exactly which URLs were fetched, skipped and why,
 from ``sitekb.pages``, ``sitekb.exclusions``, the returned statistics and
 the server's own request log.
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from sitekb import db, pipeline
-from sitekb.crawl import run_crawl
+from sitekb import engine, stages, store
+from sitekb.settings import Settings
+from sitekb.stages.crawl import crawl_site
 from tests.conftest import _reset_schema
 from tests.crawl.conftest import AGENT, read_back, site_config
 from tests.crawl.fixture_site import (
@@ -150,19 +151,20 @@ class MainCrawl:
 @pytest.fixture(scope="module")
 def main_crawl(database_server):
     _reset_schema(database_server)
-    with db.connection(database_server) as conn:
-        db.migrate(conn)
+    with store.connection(database_server) as conn:
+        store.migrate(conn)
     with FixtureSite() as web:
         build_site(web)
         config = site_config(
             web.base_url, max_depth=3, max_query_variants=5, max_segment_repeats=2, max_page_bytes=200_000,
             timeout_seconds=1.5, exclude_patterns=["/skip/"],
         )
-        stats = run_crawl(config, "main-1", database_server)
-        with db.connection(database_server) as conn:
+        settings = Settings.from_env(database_url=database_server)
+        with store.connection(database_server) as conn:
+            stats = crawl_site(conn, config, "main-1", database_server)
             pages, exclusions = read_back(conn, web.base_url, "main-1")
-            run = pipeline.start_run(conn, config, "main-1")
-            pipeline.extract_stage(conn, run)
+            engine.start(conn, settings, config, "main-1")
+            engine.execute(stages.get("extract"), engine.context(conn, settings, database_server, "main-1"))
             documents = {url.removeprefix(web.base_url): (title, markdown) for url, title, markdown in conn.execute(
                 "SELECT url, title, markdown FROM sitekb.documents WHERE run_id = 'main-1'")}
             row = conn.execute("SELECT full_crawl, fetched, excluded, errors, bad_input, bytes "

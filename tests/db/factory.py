@@ -1,4 +1,4 @@
-"""Snapshots made without a crawl: staged rows fed through the real ``snapshots.build``.
+"""Snapshots made without a crawl: staged rows fed through the real ``snapshot_tables.build``.
 
 ``make_snapshot`` writes documents, chunks and cached vectors for a fake run
 exactly where the pipeline's stages would, then creates and builds the
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pgvector import Vector
 
-from sitekb import fulltext, snapshots
+from sitekb.store import fulltext, snapshot_tables, snapshots
 
 _RUNS = itertools.count(1)
 SYNTHETIC_MODEL = "synthetic"
@@ -94,7 +94,7 @@ def make_snapshot(conn, site: str, pages: list[Page], *, dims: int = 8, state: s
         )
     if fulltext_stage:
         fulltext.index_run(conn, run_id)
-    snapshots.build(conn, snapshot_id, run_id, model, dims)
+    snapshot_tables.build(conn, snapshot_id, run_id, model, dims)
     if state != "building":
         snapshots.set_state(conn, snapshot_id, "validated" if publish_as else state)
     if publish_as:

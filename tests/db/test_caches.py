@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sitekb import caches
+from sitekb.store import embeddings, fulltext
 from sitekb.cli import main
 from tests.db.factory import Page, make_snapshot
 
@@ -23,7 +23,7 @@ def test_prune_drops_only_old_entries_no_staged_chunk_uses(conn, database_url, c
     conn.execute("DELETE FROM sitekb.chunks WHERE run_id = %s", (old.run_id,))   # as publishing a later run does
     assert _sizes(conn) == (3, 3)
 
-    assert caches.prune(conn, 30)["embeddings"] == 0                    # all entries are younger than 30 days
+    assert embeddings.prune(conn, 30) == fulltext.prune(conn, 30) == 0  # all entries are younger than 30 days
     conn.execute("UPDATE sitekb.embedding_cache SET created_at = now() - interval '40 days'")
     conn.execute("UPDATE sitekb.fulltext_cache SET created_at = now() - interval '40 days'")
     assert main(["embeddings", "prune", "--dry-run", "--json"]) == 0

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sitekb import pipeline, snapshots
+from sitekb import engine, query, stages
 from sitekb.chunking import ChunkingConfig, chunk_document
-from sitekb.embedding import embed_run, estimate_cost, get_embedder, run_spend, text_hash
+from sitekb.embedding import _query_embedder, embed_run, estimate_cost, get_embedder, text_hash
 from sitekb.errors import BudgetExceeded, TransientError
 from sitekb.settings import Settings
 from sitekb.sites import site_from_dict
+from sitekb.store import snapshots
+from sitekb.store.embeddings import run_spend
 from sitekb.tokenization import get_tokenizer
 from tests.fake_openai import FakeOpenAI, fake_openai, fake_openai_server, fake_vector  # noqa: F401 (fixtures)
 
@@ -41,7 +43,7 @@ def _article(path: Path) -> tuple[str, str]:
 def stage_chunks(conn, run_id: str, docs: dict[str, tuple[str, str]], *, target: int = 200) -> int:
     """Record a run and its chunks (cl100k, as the openai provider would); return the distinct texts."""
     site = site_from_dict({"name": "emb", "start_urls": ["https://emb.test/"]})
-    pipeline.start_run(conn, site, run_id, {})
+    engine.start(conn, Settings(), site, run_id, {})
     tokenizer = get_tokenizer("openai", MODEL)
     config = ChunkingConfig(target_tokens=target, max_tokens=8191)
     with conn.transaction(), conn.cursor() as cur:
@@ -126,17 +128,19 @@ def test_requests_in_flight_are_stored_when_one_fails(conn, fake_openai):
     assert cached(conn) == total
 
 
-def test_budget_stops_the_stage_before_any_request(conn, fake_openai, monkeypatch):
+def test_budget_stops_the_stage_before_any_request(conn, database_url, fake_openai, monkeypatch, caplog):
     stage_chunks(conn, "pricey", demo_docs())
     site = site_from_dict({"name": "emb", "start_urls": ["https://emb.test/"], "embedding": {
         "provider": "openai", "model": MODEL, "dimensions": DIMS, "base_url": fake_openai.base_url,
         "budget_usd": 0.0001, "prices_usd_per_million": {MODEL: 100.0}}})
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    run = pipeline.Run("pricey", site, {})
-    lines: list[str] = []
+    settings = Settings(openai_api_key="test", openai_base_url=None)
+    engine.start(conn, settings, site, "pricey", {})
+    caplog.set_level("INFO", logger="sitekb")
     with pytest.raises(BudgetExceeded, match=r"above the run's budget of \$0.0001"):
-        pipeline.embed_stage(conn, run, Settings(openai_api_key="test"), log=lines.append)
+        engine.execute(stages.get("embed"), engine.context(conn, settings, database_url, "pricey"))
     assert fake_openai.stats.requests == 0 and cached(conn) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "sitekb.stages.embed"]
     assert "tokens, estimated cost $" in lines[0] and "budget $0.0001" in lines[0]
 
 
@@ -163,10 +167,10 @@ def test_budget_counts_every_attempt_of_a_run(conn, fake_openai):
 
 KILLABLE = """
 import sys
-from sitekb import db
+from sitekb import store
 from sitekb.embedding import embed_run, get_embedder
 url, base_url = sys.argv[1], sys.argv[2]
-with db.connection(url) as conn:
+with store.connection(url) as conn:
     embedder = get_embedder("openai", "text-embedding-3-small", 16, api_key="test", base_url=base_url, concurrency=1)
     embed_run(conn, "killed", embedder, batch_size=10)
 """
@@ -200,7 +204,7 @@ def test_a_killed_task_resumes_where_it_stopped(conn, database_url, fake_openai)
 def test_embed_run_on_the_local_model_fills_the_same_cache(conn):
     docs = {url: doc for url, doc in list(demo_docs(2).items())}
     site = site_from_dict({"name": "emb", "start_urls": ["https://emb.test/"]})
-    pipeline.start_run(conn, site, "local", {})
+    engine.start(conn, Settings(), site, "local", {})
     tokenizer = get_tokenizer("local", "all-MiniLM-L6-v2")
     with conn.transaction(), conn.cursor() as cur:
         for url, (title, markdown) in docs.items():
@@ -210,7 +214,7 @@ def test_embed_run_on_the_local_model_fills_the_same_cache(conn):
                                                   token_count) VALUES ('local', %s, 'emb', %s, %s, %s, %s, %s, %s)""",
                     (c.chunk_id, url, c.seq, c.text, c.embed_text, text_hash(c.embed_text), c.token_count))
     embedder = get_embedder("local", None, batch_size=4)
-    embedder.prewarm()  # what run_refresh does while the crawl runs
+    embedder.prewarm()  # what the engine does while the crawl runs
     embedder.prewarm()  # harmless twice
     result = embed_run(conn, "local", embedder)
     assert embedder.loaded and embedder.load_seconds() > 0
@@ -242,17 +246,15 @@ def small_demo(demo_config, **embedding):
 
 def test_a_model_change_builds_a_new_snapshot_and_old_ones_keep_their_model(
         conn, database_url, demo_config, fake_openai, monkeypatch, tmp_path):
-    from sitekb import search
-
     monkeypatch.setenv("SITEKB_HOME", str(tmp_path))
     monkeypatch.setenv("OPENAI_API_KEY", "test")
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)  # what `sitekb serve` would be given
-    search._embedder.cache_clear()
-    quiet = lambda message: None  # noqa: E731
-    local_run = pipeline.run_refresh(small_demo(demo_config), log=quiet)
+    settings = Settings.from_env()
+    _query_embedder.cache_clear()
+    local_run = engine.refresh(settings, small_demo(demo_config))
     assert fake_openai.stats.requests == 0
     openai_site = small_demo(demo_config, provider="openai", model=MODEL, dimensions=64)
-    openai_run = pipeline.run_refresh(openai_site, alias="openai-preview", log=quiet)
+    openai_run = engine.refresh(settings, openai_site, alias="openai-preview")
 
     a, b = snapshots.for_run(conn, local_run), snapshots.for_run(conn, openai_run)
     assert (a.embedding_provider, a.embedding_model, a.dimensions, a.tokenizer) == (
@@ -266,17 +268,17 @@ def test_a_model_change_builds_a_new_snapshot_and_old_ones_keep_their_model(
 
     question = "How many points does a demo request add to a lead score?"
     fake_openai.reset()
-    snap, hits = search.search(conn, demo_config.name, question, k=3, alias="production")
-    assert snap.snapshot_id == a.snapshot_id and hits
+    hits = query.search(conn, settings, question, site=demo_config.name, k=3, alias="production")
+    assert hits.snapshot_id == a.snapshot_id and hits
     assert fake_openai.stats.requests == 0  # the old snapshot's queries stay on its own local model
-    snap, hits = search.search(conn, demo_config.name, question, k=3, alias="openai-preview")
-    assert snap.snapshot_id == b.snapshot_id and hits
+    hits = query.search(conn, settings, question, site=demo_config.name, k=3, alias="openai-preview")
+    assert hits.snapshot_id == b.snapshot_id and hits
     assert fake_openai.stats.texts == [question]
     (request,) = fake_openai.stats.log
     assert (request.model, request.dimensions) == (MODEL, 64)
     # Pinning the old snapshot by id still works after the model change.
-    _, pinned = search.search(conn, demo_config.name, question, k=3, alias=None, snapshot_id=a.snapshot_id)
-    assert pinned and all(p.snapshot_id == a.snapshot_id for p in pinned)
+    pinned = query.search(conn, settings, question, site=demo_config.name, k=3, snapshot_id=a.snapshot_id)
+    assert pinned and pinned.snapshot_id == a.snapshot_id
     assert fake_openai.stats.requests == 1
 
 
@@ -308,17 +310,16 @@ def test_dry_run_reports_the_bill_and_calls_no_model(database_url, demo_site, fa
         assert report["estimated_usd"] == 0
 
 
-def test_chunk_stage_never_passes_the_model_limit_whatever_the_site_asks(conn, tmp_path, monkeypatch):
-    monkeypatch.setenv("SITEKB_HOME", str(tmp_path))
+def test_chunk_stage_never_passes_the_model_limit_whatever_the_site_asks(conn, database_url, settings):
     site = site_from_dict({"name": "emb", "start_urls": ["https://emb.test/"], "quality": {"data_docs": False},
                            "chunking": {"target_tokens": 600, "overlap_tokens": 50, "max_tokens": 1000}})
-    run = pipeline.start_run(conn, site, "clamped", {})
+    engine.start(conn, settings, site, "clamped", {})
     (url, (title, markdown)), = demo_docs(1).items()
     markdown = "\n".join(line for line in markdown.splitlines() if not line.startswith("#"))  # one long section
     conn.execute(
         """INSERT INTO sitekb.documents (run_id, site, url, content_hash, title, markdown, word_count)
            VALUES ('clamped', 'emb', %s, 'h', %s, %s, %s)""", (url, title, markdown, len(markdown.split())))
-    out = pipeline.chunk_stage(conn, run, Settings())
+    out = engine.execute(stages.get("chunk"), engine.context(conn, settings, database_url, "clamped")).counts
     assert out["max_tokens"] == 256 and out["tokenizer"] == "all-MiniLM-L6-v2" and out["chunks"] > 1
     longest = conn.execute("SELECT max(token_count) FROM sitekb.chunks WHERE run_id = 'clamped'").fetchone()[0]
     assert 200 < longest <= 256
@@ -361,7 +362,6 @@ def test_queries_go_to_the_server_and_key_variable_the_snapshot_was_embedded_wit
     """A site config's base_url and api_key_env are recorded on the snapshot; search needs no OPENAI_* vars."""
     from fastapi.testclient import TestClient
 
-    from sitekb import search
     from sitekb.api import create_app
 
     monkeypatch.setenv("SITEKB_HOME", str(tmp_path))
@@ -369,19 +369,20 @@ def test_queries_go_to_the_server_and_key_variable_the_snapshot_was_embedded_wit
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("KB_EMBED_KEY", "site-key")
     monkeypatch.setattr(fake_openai, "api_key", "site-key")    # any other key gets 401
-    search._embedder.cache_clear()
+    settings = Settings.from_env()
+    _query_embedder.cache_clear()
     site = small_demo(demo_config, provider="openai", model=MODEL, dimensions=64,
                       base_url=fake_openai.base_url, api_key_env="KB_EMBED_KEY")
-    run_id = pipeline.run_refresh(site, log=lambda message: None)
+    run_id = engine.refresh(settings, site)
     snap = snapshots.for_run(conn, run_id)
     assert (snap.embedding_base_url, snap.embedding_api_key_env) == (fake_openai.base_url, "KB_EMBED_KEY")
 
     question = "How many points does a demo request add to a lead score?"
     fake_openai.reset()
-    _, hits = search.search(conn, site.name, question, k=3)
+    hits = query.search(conn, settings, question, site=site.name, k=3)
     assert hits and fake_openai.stats.texts == [question]
-    search._embedder.cache_clear()
-    with TestClient(create_app(database_url)) as client:
+    _query_embedder.cache_clear()
+    with TestClient(create_app(settings, database_url=database_url)) as client:
         listed = client.get(f"/v1/snapshots/{snap.snapshot_id}").json()
         assert listed["embedding_base_url"] == fake_openai.base_url
         answer = client.post("/v1/search", json={"query": question, "site": site.name, "k": 3})

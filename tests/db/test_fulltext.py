@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sitekb import fulltext
+from sitekb.store import fulltext
 from tests.db.factory import Page, make_snapshot
 
 PAGES = [

@@ -18,13 +18,16 @@ import urllib.request
 
 import psycopg
 import pytest
+from pgvector import Vector
 from pgvector.psycopg import register_vector
 from psycopg.conninfo import make_conninfo
 
 import sitekb
-from sitekb import api, db, snapshots
+from sitekb import api, store
+from sitekb.store import schema, snapshots
 from sitekb.client import APIError
-from sitekb.search import embed_query
+from sitekb.embedding import query_embedder
+from sitekb.settings import Settings
 from tests.conftest import _reset_schema
 from tests.db.factory import READER_PASSWORD, TOPICS, make_snapshot, random_pages, running_server
 
@@ -39,14 +42,14 @@ QUESTIONS = {
 @pytest.fixture(scope="module")
 def kb(database_server):
     _reset_schema(database_server)
-    with db.connection(database_server) as conn:
-        db.migrate(conn)
+    with store.connection(database_server) as conn:
+        store.migrate(conn)
         live = make_snapshot(conn, "kb", TOPICS, embed=True, publish_as="production")
         hidden = make_snapshot(conn, "kb", TOPICS[:2], embed=True, seed=9)          # validated, never published
         conn.execute(f"ALTER ROLE sitekb_reader PASSWORD '{READER_PASSWORD}'")
     reader_url = make_conninfo(database_server, user="sitekb_reader", password=READER_PASSWORD)
     # The server connects as the read-only role: all it needs is the SQL API.
-    with running_server(api.create_app(reader_url)) as base:
+    with running_server(api.create_app(Settings(), database_url=reader_url)) as base:
         yield {"base": base, "live": live, "hidden": hidden, "admin_url": database_server, "reader_url": reader_url}
 
 
@@ -79,7 +82,7 @@ def test_http_and_sql_api_return_the_same_passages(kb):
     register_vector(reader)
     try:
         for question, expected_url in QUESTIONS.items():
-            vector = embed_query("local", "all-MiniLM-L6-v2", 384, question)
+            vector = Vector(query_embedder("local", "all-MiniLM-L6-v2", 384, Settings()).embed([question])[0])
             for mode in ("vector", "keyword", "hybrid"):
                 status, body = _call(kb["base"], "/v1/search", {"query": question, "site": "kb", "k": 4,
                                                                 "mode": mode})
@@ -151,7 +154,7 @@ def test_a_pinned_unpublished_snapshot_is_refused(kb):
 def test_health_readiness_and_openapi(kb):
     assert _call(kb["base"], "/healthz") == (200, {"status": "ok", "version": sitekb.__version__})
     status, ready = _call(kb["base"], "/readyz")
-    assert status == 200 and ready["status"] == "ready" and ready["schema_version"] == api.expected_schema_version()
+    assert status == 200 and ready["status"] == "ready" and ready["schema_version"] == schema.latest_version()
     status, spec = _call(kb["base"], "/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.")
     assert {"/v1/search", "/v1/snapshots", "/v1/snapshots/{snapshot_id}", "/healthz", "/readyz"} <= set(spec["paths"])
@@ -163,7 +166,7 @@ def test_health_readiness_and_openapi(kb):
 
 
 def test_readiness_and_search_report_a_database_that_is_down():
-    app = api.create_app("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+    app = api.create_app(Settings(), database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
     app.state.pool.timeout = 2
     with running_server(app) as base:
         status, body = _call(base, "/readyz")
@@ -175,9 +178,10 @@ def test_readiness_and_search_report_a_database_that_is_down():
 
 def test_api_keys_guard_the_v1_endpoints(kb, monkeypatch):
     monkeypatch.setenv("SITEKB_API_KEYS", "alpha, beta")
-    keys = api.keys_from(["gamma"])
-    assert keys == ["alpha", "beta", "gamma"]
-    with running_server(api.create_app(kb["reader_url"], api_keys=keys)) as base:
+    settings = Settings.from_env()
+    assert settings.api_keys == ("alpha", "beta")
+    app = api.create_app(settings, database_url=kb["reader_url"], api_keys=[*settings.api_keys, "gamma"])
+    with running_server(app) as base:
         body = {"query": "lead score", "site": "kb", "mode": "keyword"}
         status, problem = _call(base, "/v1/search", body)
         assert status == 401 and "Authorization: Bearer" in problem["detail"]
@@ -214,7 +218,7 @@ def test_python_client(kb):
 
 
 def test_site_may_be_left_out_only_when_one_site_is_published(kb):
-    with db.connection(kb["admin_url"]) as conn:
+    with store.connection(kb["admin_url"]) as conn:
         other = make_snapshot(conn, "other", random_pages("other"), dims=384, publish_as="production")
         try:
             status, problem = _call(kb["base"], "/v1/search", {"query": "x", "mode": "keyword"})

@@ -20,9 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sitekb import pipeline, quarantine, snapshots
+from sitekb import engine, stages
 from sitekb.errors import NotFound, QualityGateFailed, SitekbError
+from sitekb.quality import quarantine
+from sitekb.settings import Settings
 from sitekb.sites import site_from_dict
+from sitekb.store import runs, snapshots
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "http://127.0.0.1:9"
@@ -80,8 +83,19 @@ def crawl(conn, run, pages: dict[str, str], errors: int = 0) -> None:
             )
 
 
+def start(conn, config, run_id: str, params: dict | None = None) -> runs.Run:
+    return engine.start(conn, Settings.from_env(), config, run_id, params or {})
+
+
+def stage(conn, name: str, run: runs.Run) -> dict:
+    """One stage of ``run`` through the engine, as a task would run it; its record."""
+    settings = Settings.from_env()
+    ctx = engine.context(conn, settings, settings.database_url, run.run_id)
+    return engine.execute(stages.get(name), ctx).record()
+
+
 def synthetic_embeddings(conn, run) -> None:
-    embedder = pipeline.embedding_plan(run)
+    embedder = engine.context(conn, Settings.from_env(), "", run.run_id).embedder
     with conn.transaction(), conn.cursor() as cur:
         hashes = [r[0] for r in cur.execute("SELECT DISTINCT text_hash FROM sitekb.chunks WHERE run_id = %s",
                                             (run.run_id,))]
@@ -94,17 +108,15 @@ def synthetic_embeddings(conn, run) -> None:
             )
 
 
-def refresh(conn, config, run_id: str, pages: dict[str, str], errors: int = 0) -> pipeline.Run:
-    """Every stage after the crawl, in order, as run_refresh would."""
-    run = pipeline.start_run(conn, config, run_id, {"alias": "production"})
+def refresh(conn, config, run_id: str, pages: dict[str, str], errors: int = 0) -> runs.Run:
+    """Every stage after the crawl, in order, as the engine runs them."""
+    run = start(conn, config, run_id, {"alias": "production"})
     crawl(conn, run, pages, errors)
-    pipeline.extract_stage(conn, run)
-    pipeline.validate_stage(conn, run)
-    pipeline.chunk_stage(conn, run)
+    for name in ("extract", "validate", "chunk"):
+        stage(conn, name, run)
     synthetic_embeddings(conn, run)
-    pipeline.build_stage(conn, run)
-    pipeline.evaluate_stage(conn, run)
-    pipeline.publish_stage(conn, run)
+    for name in ("build", "evaluate", "publish"):
+        stage(conn, name, run)
     return run
 
 
@@ -126,12 +138,12 @@ def data_docs_home(tmp_path, monkeypatch):
 
 def test_quarantine_keeps_every_failed_check_with_its_value(conn):
     config = site(data_docs=True)
-    run = pipeline.start_run(conn, config, "q1", {})
+    run = start(conn, config, "q1", {})
     copy = f"{BASE}/syndicated/lead-scoring-copy.html"
     noisy = article("email deliverability", 1, extra="<p>" + "\ufffd" * 200 + "</p>")
     crawl(conn, run, {**pages(3), copy: article("lead scoring", 0), f"{BASE}/broken-encoding.html": noisy})
-    pipeline.extract_stage(conn, run)
-    out = pipeline.validate_stage(conn, run)
+    stage(conn, "extract", run)
+    out = stage(conn, "validate", run)
     found = statuses(conn, "q1")
     assert found[THIN][0] == "quarantined"
     thin = {f["check"]: f for f in found[THIN][1]}

@@ -9,7 +9,8 @@ import psycopg
 import pytest
 from pgvector import Vector
 
-from sitekb import snapshots
+from sitekb import store
+from sitekb.store import snapshots
 from tests.db.factory import Page, make_snapshot, random_pages, reader_connection
 
 
@@ -138,10 +139,10 @@ def test_a_reader_never_sees_an_error_or_a_mixed_answer_while_aliases_move(conn,
     assert {next(iter(ids)) for ids, _ in answers} <= {a.snapshot_id, b.snapshot_id}
 
 
-def test_a_missing_snapshot_view_falls_back_and_never_reads_the_callers_temp_objects(reader, conn):
-    """The API's cached search reads an unqualified "chunks" as its owner. If the snapshot's view
-    schema is missing, a reader's own temp view of that name must not be read (it could call any
-    function with the owner's rights); the search falls back to the table by its full name."""
+def test_a_missing_snapshot_view_never_reads_the_callers_temp_objects_and_migrate_restores_it(reader, conn):
+    """The API's search reads an unqualified "chunks" as its owner. If the snapshot's view schema is
+    missing, a reader's own temp view of that name must not be read (it could call any function with
+    the owner's rights): the search says what is wrong, and the next migrate gives the view back."""
     live = snapshots.resolve(conn, "s")
     query = Vector(np.ones(8, dtype=np.float32))
     expected = reader.execute("SELECT chunk_id FROM sitekb_api.search('s', query_embedding => %s, k => 3)",
@@ -154,6 +155,10 @@ def test_a_missing_snapshot_view_falls_back_and_never_reads_the_callers_temp_obj
                              '[1,1,1,1,1,1,1,1]'::vector AS embedding""")
     conn.execute(f"DROP SCHEMA sitekb_snap_{live.snapshot_id} CASCADE")   # as a pre-0009 worker's build
     for _ in range(3):   # and again with whatever plan the session cached
+        with pytest.raises(psycopg.errors.NoDataFound, match=f"snapshot {live.snapshot_id} has no search view"):
+            reader.execute("SELECT chunk_id FROM sitekb_api.search('s', query_embedding => %s, k => 3)", (query,))
+    store.migrate(conn)
+    for _ in range(3):
         got = reader.execute("SELECT chunk_id FROM sitekb_api.search('s', query_embedding => %s, k => 3)",
                              (query,)).fetchall()
         assert got == expected

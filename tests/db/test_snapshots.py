@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from sitekb import snapshots
+from sitekb.store import snapshot_tables, snapshots
 from sitekb.cli import main
 from sitekb.errors import NotFound, QualityGateFailed, SitekbError
 from tests.db.factory import Page, make_snapshot, random_pages
@@ -172,7 +172,7 @@ def test_diff_lists_pages_added_removed_changed_and_churn(conn):
         Page("https://s.example/pricing.html", "Pricing", ["price is 12 dollars", "contact sales", "new faq"]),
         Page("https://s.example/launch.html", "Launch", ["we launched", "details"]),
     ], seed=1)
-    d = snapshots.diff(conn, old, new)
+    d = snapshot_tables.diff(conn, old, new)
     assert [p.url for p in d.added] == ["https://s.example/launch.html"]
     assert [p.url for p in d.removed] == ["https://s.example/old.html"]
     assert [(p.url, p.chunks_before, p.chunks_after, p.chunks_added, p.chunks_removed) for p in d.changed] == \
@@ -181,7 +181,7 @@ def test_diff_lists_pages_added_removed_changed_and_churn(conn):
     assert (d.chunks_before, d.chunks_after, d.chunks_added, d.chunks_removed) == (5, 7, 4, 2)
     assert d.churn == 0.4
     assert d.summary()["changed"] == ["https://s.example/pricing.html"]
-    first = snapshots.diff(conn, None, old)
+    first = snapshot_tables.diff(conn, None, old)
     assert len(first.added) == 3 and first.chunks_added == 5
 
 
@@ -225,7 +225,7 @@ LOST_PAGE = "/articles/email-deliverability-basics.html"
 @pytest.fixture(scope="module")
 def demo_runs(database_server, demo_site, tmp_path_factory):
     """A published demo snapshot, then a run whose crawl leaves out the page a golden question needs."""
-    from sitekb import db, pipeline
+    from sitekb import engine, store
     from sitekb.settings import Settings
     from sitekb.sites import load_site
     from tests.conftest import _reset_schema
@@ -233,14 +233,14 @@ def demo_runs(database_server, demo_site, tmp_path_factory):
     _reset_schema(database_server)
     config = load_site("demo").with_base_url(demo_site.base_url)
     settings = Settings.from_env(database_url=database_server, home=tmp_path_factory.mktemp("home"))
-    good = pipeline.run_refresh(config, settings=settings, log=lambda m: None)
+    good = engine.refresh(settings, config)
     narrowed = config.model_copy(update={"crawl": config.crawl.model_copy(
         update={"exclude_patterns": [LOST_PAGE.replace(".", r"\.")]})})
     with pytest.raises(QualityGateFailed) as failure:
-        pipeline.run_refresh(narrowed, settings=settings, run_id="cli__narrowed", log=lambda m: None)
-    with db.connection(database_server) as c:
-        yield {"good": snapshots.for_run(c, good), "bad": snapshots.for_run(c, "cli__narrowed"),
-               "error": str(failure.value), "config": config, "url": database_server}
+        engine.refresh(settings, narrowed, run_id="demo__cli__narrowed")
+    with store.connection(database_server) as c:
+        yield {"good": snapshots.for_run(c, good), "bad": snapshots.for_run(c, "demo__cli__narrowed"),
+               "error": str(failure.value), "config": config, "url": database_server, "settings": settings}
 
 
 def test_golden_gate_rejects_a_snapshot_that_loses_a_question(demo_runs):
@@ -254,16 +254,15 @@ def test_golden_gate_rejects_a_snapshot_that_loses_a_question(demo_runs):
     assert lost in quality["golden"]["missed"]
     # The diff stored with the rejected snapshot names the page that went missing.
     assert any(u.endswith(LOST_PAGE) for u in demo_runs["bad"].diff["removed"])
-    from sitekb import db
+    from sitekb import store
 
-    with db.connection(demo_runs["url"]) as c:
+    with store.connection(demo_runs["url"]) as c:
         assert snapshots.resolve(c, "demo").snapshot_id == demo_runs["good"].snapshot_id
 
 
 def test_hybrid_answers_the_demo_golden_questions_at_least_as_well_as_vector(demo_runs):
     """The measurement behind the default mode (numbers in the README): hybrid never loses to vector."""
-    from sitekb import db
-    from sitekb.search import search_snapshot
+    from sitekb import query, store
     from sitekb.sites import load_site
 
     config = demo_runs["config"]
@@ -271,10 +270,11 @@ def test_hybrid_answers_the_demo_golden_questions_at_least_as_well_as_vector(dem
     extra = load_site("demo").golden_questions  # same questions as the site file
     assert questions == list(extra)
     hits = {}
-    with db.connection(demo_runs["url"]) as c:
+    with store.connection(demo_runs["url"]) as c:
         for mode in ("vector", "keyword", "hybrid"):
             hits[mode] = sum(
                 any(p.url == config.absolute(g.expected_url)
-                    for p in search_snapshot(c, demo_runs["good"], g.question, k=config.golden_k, mode=mode))
+                    for p in query.search(c, demo_runs["settings"], g.question, site="demo", k=config.golden_k,
+                                          mode=mode, snapshot_id=demo_runs["good"].snapshot_id))
                 for g in questions)
     assert hits["hybrid"] >= hits["vector"] and hits["hybrid"] >= hits["keyword"], hits

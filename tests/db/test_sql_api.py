@@ -12,8 +12,11 @@ import psycopg
 import pytest
 from pgvector import Vector
 
-from sitekb import snapshots
-from sitekb.search import Filters, search_snapshot
+from sitekb import query
+from sitekb.errors import NotFound
+from sitekb.query import Filters
+from sitekb.settings import Settings
+from sitekb.store import snapshots
 from tests.db.factory import Page, make_snapshot, random_pages, reader_connection
 
 DIMS = 8
@@ -135,6 +138,30 @@ def test_unpublished_and_unknown_snapshots_are_refused_with_reasons(corpus, conn
         reader.execute("SELECT * FROM sitekb_api.search('other', query => 'x', mode => 'keyword')").fetchall()
 
 
+def test_only_an_operator_who_asks_reads_an_unpublished_snapshot(corpus, conn):
+    """The gate asks its golden questions of a snapshot before it is published, through the same function:
+    a session must set sitekb.include_unpublished and may use schema sitekb. The reader never can."""
+    building = make_snapshot(conn, "s", random_pages("s"), dims=DIMS, seed=3, state="building")
+    rejected = make_snapshot(conn, "s", random_pages("s"), dims=DIMS, seed=4, state="rejected")
+
+    def ask(session, sid, unpublished):
+        with session.transaction():
+            if unpublished:
+                session.execute("SET LOCAL sitekb.include_unpublished = on")
+            return _search(session, query="lead", mode="keyword", snapshot_id=sid)
+
+    for sid in (building.snapshot_id, rejected.snapshot_id):
+        assert {r[0] for r in ask(conn, sid, True)} == {sid}
+        for session, unpublished in ((conn, False), (corpus["reader"], True), (corpus["reader"], False)):
+            with pytest.raises(psycopg.errors.NoDataFound, match=f"snapshot {sid} is not available"):
+                ask(session, sid, unpublished)
+    # Through the query path: the CLI and the gate may, a caller that does not ask may not.
+    assert query.search(conn, Settings(), "lead", site="s", snapshot_id=building.snapshot_id, mode="keyword",
+                        unpublished=True).snapshot_id == building.snapshot_id
+    with pytest.raises(NotFound, match=f"snapshot {building.snapshot_id} is not available"):
+        query.search(conn, Settings(), "lead", site="s", snapshot_id=building.snapshot_id, mode="keyword")
+
+
 def test_bad_requests_name_the_problem(corpus):
     reader = corpus["reader"]
     cases = [
@@ -152,17 +179,17 @@ def test_bad_requests_name_the_problem(corpus):
 
 
 def test_python_search_and_sql_api_agree(corpus, conn):
-    """The CLI/gate path (sitekb.search) and the frontend path (sitekb_api) rank identically."""
-    snap = snapshots.get(conn, corpus["snap"].snapshot_id)
+    """The CLI/gate/HTTP path (sitekb.query, as the owner) and a frontend on SQL (the reader) rank identically."""
     filters = Filters(url_prefix="https://s.example/docs/")
-    python = search_snapshot(conn, snap, "lead scoring notes", k=6, mode="keyword", filters=filters)
+    python = query.search(conn, Settings(), "lead scoring notes", site="s", k=6, mode="keyword", filters=filters)
     sql = _search(corpus["reader"], query="lead scoring notes", k=6, mode="keyword",
                   url_prefix="https://s.example/docs/")
+    assert python.snapshot_id == corpus["snap"].snapshot_id
     assert [(p.chunk_id, p.rank, p.score) for p in python] == [(r[2], r[1], r[7]) for r in sql]
 
 
-def test_the_direct_vector_path_ranks_like_the_general_one(corpus):
-    """Unfiltered vector searches of k <= 50 skip search_table; filters and deeper lists go through it."""
+def test_filters_and_deep_lists_rank_like_an_unfiltered_search(corpus):
+    """One statement serves every search: a filter that keeps everything, or a deeper list, changes no rank."""
     for query in _unit(corpus["rng"], 5):
         direct = _search(corpus["reader"], query_embedding=Vector(query), k=5)
         filtered = _search(corpus["reader"], query_embedding=Vector(query), k=5, url_prefix="https://s.example/")

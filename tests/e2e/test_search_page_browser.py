@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sitekb import api, db
+from sitekb import api, store
+from sitekb.settings import Settings
 from tests.conftest import _reset_schema
 from tests.db.factory import TOPICS, make_snapshot, running_server
 
@@ -30,10 +31,10 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def served(database_server):
     _reset_schema(database_server)
-    with db.connection(database_server) as conn:
-        db.migrate(conn)
+    with store.connection(database_server) as conn:
+        store.migrate(conn)
         snap = make_snapshot(conn, "kb", TOPICS, embed=True, publish_as="production")
-    with running_server(api.create_app(database_server)) as base:
+    with running_server(api.create_app(Settings(), database_url=database_server)) as base:
         yield base, snap
 
 

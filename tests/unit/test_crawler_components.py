@@ -49,8 +49,9 @@ def config(**crawl) -> SiteConfig:
 
 
 def make_spider(known: dict | None = None, full: bool = False, **crawl) -> SiteSpider:
-    crawler = get_crawler(SiteSpider, crawl_settings(config(**crawl), run_id="r1", database_url="unused", full=full))
-    return SiteSpider.from_crawler(crawler, known=known or {})
+    site = config(**crawl)
+    crawler = get_crawler(SiteSpider, crawl_settings(site, run_id="r1", database_url="unused", full=full))
+    return SiteSpider.from_crawler(crawler, site=site, known=known or {})
 
 
 def html(url: str, body: str, depth: int = 0, headers: dict | None = None, status: int = 200) -> HtmlResponse:

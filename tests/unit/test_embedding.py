@@ -66,7 +66,8 @@ def test_embedder_for_site_applies_every_option(monkeypatch):
     emb = EmbeddingSettings(provider="openai", model="text-embedding-3-large", dimensions=256, batch_size=500,
                             concurrency=2, max_retries=7, timeout_seconds=12, base_url="http://127.0.0.1:9/v1",
                             api_key_env="MY_EMBED_KEY", prices_usd_per_million={"text-embedding-3-large": 0.065})
-    e = embedder_for_site(emb, Settings())
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    e = embedder_for_site(emb, Settings.from_env())   # the named variable, as the entry point captured it
     assert (e.model, e.dimensions, e.max_batch_inputs, e.concurrency, e.max_retries, e.timeout) == (
         "text-embedding-3-large", 256, 500, 2, 7, 12)
     assert (e.api_key, e.base_url, e.price_per_million) == ("sk-from-named-env", "http://127.0.0.1:9/v1", 0.065)

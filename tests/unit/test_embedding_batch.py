@@ -7,7 +7,7 @@ import pytest
 
 from sitekb.embedding import embedder_for_site, get_embedder
 from sitekb.errors import TransientError
-from sitekb.openai_batch import OpenAIBatchEmbedder
+from sitekb.providers.openai_batch import OpenAIBatchEmbedder
 from sitekb.settings import Settings
 from sitekb.sites import EmbeddingSettings
 from tests.fake_openai import fake_openai, fake_openai_server  # noqa: F401 (fixtures)

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sitekb.crawl import is_text_page, text_document
+from sitekb.extract import is_text_page, text_document
 from sitekb.sites import SiteConfig
 from sitekb_crawlers import parsers
 from sitekb_crawlers.frontier import SEEN, Frontier
@@ -50,14 +50,14 @@ def test_normalize_url_is_configurable():
 
 
 def test_scope_rules():
-    scope = parsers.Scope(site())
+    scope = parsers.Scope.of(site())
     assert scope.why_out("https://example.com/page") is None
     assert scope.why_out("https://blog.example.com/page") is None
     assert scope.why_out("https://example.org/page") == "off-domain"
     assert scope.why_out("https://notexample.com/") == "off-domain"
     assert scope.why_out("ftp://example.com/file") == "scheme"
     assert scope.why_out("https://example.com/admin/users") == "excluded-pattern"
-    private = parsers.Scope(SiteConfig.model_validate({"name": "p", "start_urls": ["http://127.0.0.1:8000/"]}))
+    private = parsers.Scope.of(SiteConfig.model_validate({"name": "p", "start_urls": ["http://127.0.0.1:8000/"]}))
     assert private.why_out("http://127.0.0.1:8000/") == "private-address"
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from sitekb import quality
+from sitekb.quality import measures, suites
+from sitekb.quality.checks import Failure
 from sitekb.sites import QualityConfig
 
 CONFIG = QualityConfig()
@@ -71,11 +72,11 @@ GERMAN = (
 
 def doc(markdown: str = ARTICLE, **fields) -> dict:
     return {"url": "https://example.org/a", "title": "Lead routing rules", "markdown": markdown,
-            "word_count": quality.word_count(markdown), "language": "en", **fields}
+            "word_count": measures.word_count(markdown), "language": "en", **fields}
 
 
-def checks(document: dict, config: QualityConfig = CONFIG) -> dict[str, quality.Failure]:
-    return {f.check: f for f in quality.check_document(document, config)}
+def checks(document: dict, config: QualityConfig = CONFIG) -> dict[str, Failure]:
+    return {f.check: f for f in suites.check_document(document, config)}
 
 
 def test_a_clean_article_passes_every_check():
@@ -107,8 +108,8 @@ def test_language_is_detected_even_when_the_page_claims_english():
 
 def test_language_falls_back_to_the_declared_one_on_short_text():
     short = "# Hi\n\nKurz."
-    assert quality.measure_document(doc(short, language="fr-CA"))["language"] == "fr"
-    assert quality.detect_language(short) == (None, 0.0)
+    assert measures.measure_document(doc(short, language="fr-CA"))["language"] == "fr"
+    assert measures.detect_language(short) == (None, 0.0)
 
 
 @pytest.mark.parametrize("damage", ["\ufffd" * 30, "Ã©tÃ© " * 10, "\x00\x01\x02" * 10])
@@ -118,19 +119,19 @@ def test_encoding_damage_fails(damage: str):
 
 
 def test_a_few_accents_are_not_damage():
-    assert quality.bad_char_ratio("Café, naïve, Zürich, São Paulo — “quotes” and ‘apostrophes’.") == 0
+    assert measures.bad_char_ratio("Café, naïve, Zürich, São Paulo — “quotes” and ‘apostrophes’.") == 0
 
 
 def test_boilerplate_share_fails_when_content_is_a_sliver_of_the_page():
-    words = quality.word_count(ARTICLE)
+    words = measures.word_count(ARTICLE)
     failure = checks(doc(visible_words=words * 20))["boilerplate"]
     assert failure.value == pytest.approx(0.95, abs=0.001)
     assert checks(doc(visible_words=int(words * 1.5))) == {}
-    assert quality.measure_document(doc())["boilerplate_share"] is None  # unknown: not judged
+    assert measures.measure_document(doc())["boilerplate_share"] is None  # unknown: not judged
 
 
 def test_noisy_automatic_transcript_fails_with_its_score():
-    row = quality.measure_document(doc(NOISY_TRANSCRIPT))
+    row = measures.measure_document(doc(NOISY_TRANSCRIPT))
     assert row["looks_like_transcript"]
     failure = checks(doc(NOISY_TRANSCRIPT))["transcript_noise"]
     assert failure.value == row["transcript_noise"] > CONFIG.max_transcript_noise
@@ -138,23 +139,21 @@ def test_noisy_automatic_transcript_fails_with_its_score():
 
 
 def test_edited_transcript_passes_and_prose_is_not_scored():
-    edited = quality.measure_document(doc(EDITED_TRANSCRIPT))
+    edited = measures.measure_document(doc(EDITED_TRANSCRIPT))
     assert edited["looks_like_transcript"] and edited["transcript_noise"] < CONFIG.max_transcript_noise
     assert "transcript_noise" not in checks(doc(EDITED_TRANSCRIPT))
-    assert quality.measure_document(doc())["transcript_noise"] is None
+    assert measures.measure_document(doc())["transcript_noise"] is None
 
 
 def test_noise_score_orders_noisy_above_edited_above_prose():
-    assert quality.transcript_noise(NOISY_TRANSCRIPT) > 0.5 > 0.1 > quality.transcript_noise(EDITED_TRANSCRIPT)
-    assert quality.transcript_noise(ARTICLE) < 0.1
+    assert measures.transcript_noise(NOISY_TRANSCRIPT) > 0.5 > 0.1 > measures.transcript_noise(EDITED_TRANSCRIPT)
+    assert measures.transcript_noise(ARTICLE) < 0.1
 
 
 def test_duplicate_flags_are_judged_from_the_row():
-    from sitekb.expectations.suites import document_checks
-
-    row = {**quality.measure_document(doc()), "near_duplicate_of": "https://example.org/original",
+    row = {**measures.measure_document(doc()), "near_duplicate_of": "https://example.org/original",
            "similarity": 0.93, "duplicate_of": None}
-    failures = [f for c in document_checks(CONFIG) if (f := c.judge(row))]
+    failures = [f for c in suites.document_checks(CONFIG) if (f := c.judge(row))]
     assert [f.check for f in failures] == ["near_duplicate"]
     assert "93% similar to https://example.org/original" in failures[0].message
 
@@ -169,10 +168,10 @@ def test_every_failed_check_is_reported_not_just_the_first():
 LIVE = {"pages_ok": 50, "documents": 48, "chunks": 200}
 
 
-def batch(**current) -> dict[str, quality.Failure]:
+def batch(**current) -> dict[str, Failure]:
     totals = {"pages_ok": 50, "pages_seen": 52, "errors": 1, "extracted": 50, "quarantined": 2,
               "documents": 48, "chunks": 200, **current}
-    return {f.check: f for f in quality.batch_gate(totals, LIVE, CONFIG)}
+    return {f.check: f for f in suites.check_batch(totals, LIVE, CONFIG)}
 
 
 def test_a_steady_batch_passes():
@@ -196,15 +195,15 @@ def test_error_and_quarantine_rates_have_ceilings():
 
 def test_first_snapshot_has_no_drop_checks_but_needs_documents():
     totals = {"pages_ok": 3, "pages_seen": 3, "extracted": 3, "documents": 0, "chunks": 0}
-    failed = {f.check for f in quality.batch_gate(totals, None, CONFIG)}
+    failed = {f.check for f in suites.check_batch(totals, None, CONFIG)}
     assert failed == {"min_documents"}
-    row = quality.measure_batch(totals, None)
+    row = measures.measure_batch(totals, None)
     assert row["pages_drop"] is None and row["chunks_drop"] is None
 
 
 def test_growth_is_not_a_drop():
-    assert quality.share_dropped(10, 25) == 0.0
-    assert quality.share_dropped(None, 5) is None
+    assert measures.share_dropped(10, 25) == 0.0
+    assert measures.share_dropped(None, 5) is None
 
 
 def test_the_run_summary_prints_the_quality_summary():

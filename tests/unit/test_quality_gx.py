@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from sitekb import gate, quality
-from sitekb.expectations import suites
-from sitekb.expectations.runner import validate_rows
+from sitekb.quality import gate, measures
+from sitekb.quality import suites
+from sitekb.quality.runner import validate_rows
 from sitekb.sites import QualityConfig
 from tests.unit.test_quality import ARTICLE, GERMAN, NOISY_TRANSCRIPT, doc
 
@@ -70,7 +70,7 @@ def test_batch_verdicts_agree():
     current = {"pages_ok": 5, "pages_seen": 8, "errors": 3, "extracted": 5, "quarantined": 3,
                "documents": 2, "chunks": 9}
     live = {"pages_ok": 50, "documents": 48, "chunks": 200}
-    row = quality.measure_batch(current, live)
+    row = measures.measure_batch(current, live)
     checks = suites.batch_checks(CONFIG)
     gx = validate_rows(suites.BATCH, checks, [row], id_column="run", engine="gx")
     py = validate_rows(suites.BATCH, checks, [row], id_column="run", engine="python")
@@ -91,8 +91,8 @@ def test_no_rows_is_no_failure():
 
 
 def test_the_pipeline_modules_do_not_import_great_expectations():
-    code = ("import sys, sitekb.pipeline, sitekb.gate, sitekb.expectations.suites, sitekb.expectations.runner, "
-            "sitekb.cli; print(any(m.split('.')[0] == 'great_expectations' for m in sys.modules))")
+    code = ("import sys, sitekb.engine, sitekb.stages, sitekb.quality.gate, sitekb.quality.suites, "
+            "sitekb.quality.runner, sitekb.cli; print(any(m.split('.')[0] == 'great_expectations' for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

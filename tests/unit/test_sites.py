@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sitekb.errors import ConfigError
-from sitekb.pipeline import resolve_site
+from sitekb.sites import resolve_site
 from sitekb.settings import Settings
 from sitekb.sites import adhoc_site, load_site, site_from_dict
 

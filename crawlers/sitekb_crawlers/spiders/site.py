@@ -40,8 +40,8 @@ from twisted.internet.error import TimeoutError as TwistedTimeoutError
 from sitekb_crawlers import parsers, pdf
 from sitekb_crawlers.frontier import SEEN, Frontier
 from sitekb_crawlers.items import ExclusionItem, PageItem
+from sitekb.sites import SiteConfig
 from sitekb_crawlers.middlewares import OutOfScope, SitemapUnchangedMiddleware
-from sitekb_crawlers.settings import site_from_settings
 
 PDF = "application/pdf"
 KEPT_HEADERS = ("content-type", "etag", "last-modified", "x-robots-tag", "content-language", "tdm-reservation",
@@ -57,8 +57,10 @@ STOP_AFTER_HEADERS_BYTES = 256 * 1024
 class SiteSpider(scrapy.Spider):
     name = "site"
 
-    def __init__(self, *args: Any, known: dict[str, dict] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, site: SiteConfig, known: dict[str, dict] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        # The site config, validated once by the crawl's entry point (sitekb_crawlers.run).
+        self.site = site
         # url -> {"etag", "last_modified", "links", "fetched_at"} of pages stored by earlier crawls
         self.known = known or {}
 
@@ -66,8 +68,8 @@ class SiteSpider(scrapy.Spider):
     def from_crawler(cls, crawler, *args: Any, **kwargs: Any):
         spider = super().from_crawler(crawler, *args, **kwargs)
         settings = crawler.settings
-        site = spider.site = site_from_settings(settings)
-        spider.scope = parsers.Scope(site)
+        site = spider.site
+        spider.scope = parsers.Scope.of(site)
         spider.frontier = Frontier.from_site(site)
         spider.agent = parsers.agent_token(site.crawl.identity)
         spider.full = settings.getbool("SITEKB_FULL_CRAWL")

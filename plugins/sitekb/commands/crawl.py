@@ -2,7 +2,7 @@
 
     sitekb crawl-stats [--site S] [--limit N] [--json]
 
-Reads ``sitekb.crawl_stats`` (written by every crawl, newest first). The
+Reads ``sitekb.crawl_stats`` (written by every crawl, newest first; :mod:`sitekb.store.ledger`). The
 exclusion ledger, URL by URL, is ``sitekb exclusions``.
 """
 
@@ -19,23 +19,11 @@ def _counts(data: dict) -> str:
     return ", ".join(f"{key}={value}" for key, value in sorted(data.items())) or "none"
 
 
-def read_crawl_stats(conn, site: str | None, limit: int) -> list[dict]:
-    from psycopg.rows import dict_row
-
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            """SELECT run_id, site, full_crawl, finished_at, seconds, requests, bytes, fetched, not_modified,
-                      unchanged_by_sitemap, retries, excluded, skipped, errors, bad_input,
-                      stats -> 'robots' AS robots
-               FROM sitekb.crawl_stats WHERE %(site)s::text IS NULL OR site = %(site)s
-               ORDER BY finished_at DESC, run_id DESC LIMIT %(limit)s""",
-            {"site": site, "limit": limit},
-        ).fetchall()
-
-
 def cmd_crawl_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb.store import ledger
+
     with connect(settings) as conn:
-        rows = read_crawl_stats(conn, args.site, args.limit)
+        rows = ledger.crawls(conn, args.site, args.limit)
     if args.json:
         print_json(rows)
         return 0

@@ -8,46 +8,33 @@
 embeds, over all attempts of the run); ``cache`` counts
 ``sitekb.embedding_cache`` by model and dimensions. The bill of a run that has
 not embedded yet is ``sitekb run SITE --dry-run``. ``prune`` drops cached
-embeddings and full-text vectors that no staged chunk uses (sitekb.caches).
+embeddings and full-text vectors that no staged chunk uses and that are past
+a grace period: published snapshots keep their own copies, so an entry only
+saves work if some future run has the same content (after publishing, only
+the latest run of each site keeps staged chunks; the grace period covers runs
+in flight).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from sitekb.commands import connect, print_json
+from sitekb.commands import connect, print_json, print_table
+from sitekb.errors import ConfigError
 from sitekb.settings import Settings
 
-
-def read_spend(conn, site: str | None, limit: int) -> list[dict]:
-    from psycopg.rows import dict_row
-
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            """SELECT s.run_id, r.site, s.provider, s.model, s.dimensions, s.requests, s.inputs, s.tokens,
-                      s.usd::float8 AS usd, s.updated_at
-               FROM sitekb.embedding_spend s LEFT JOIN sitekb.runs r USING (run_id)
-               WHERE %(site)s::text IS NULL OR r.site = %(site)s
-               ORDER BY s.updated_at DESC LIMIT %(limit)s""",
-            {"site": site, "limit": limit},
-        ).fetchall()
-
-
-def read_cache(conn) -> list[dict]:
-    from psycopg.rows import dict_row
-
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            """SELECT model, dimensions, count(*) AS vectors, min(created_at) AS oldest, max(created_at) AS newest
-               FROM sitekb.embedding_cache GROUP BY model, dimensions ORDER BY model, dimensions"""
-        ).fetchall()
+DEFAULT_GRACE_DAYS = 30
 
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import caches
+    from sitekb.store import embeddings, fulltext
 
+    if args.older_than < 0:
+        raise ConfigError("--older-than is a number of days, 0 or more")
     with connect(settings) as conn:
-        result = caches.prune(conn, args.older_than, dry_run=args.dry_run)
+        result = {"embeddings": embeddings.prune(conn, args.older_than, dry_run=args.dry_run),
+                  "fulltext_vectors": fulltext.prune(conn, args.older_than, dry_run=args.dry_run),
+                  "older_than_days": args.older_than, "dry_run": args.dry_run}
     if args.json:
         print_json(result)
     else:
@@ -58,19 +45,22 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_embeddings(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb.store import embeddings
+
     with connect(settings) as conn:
-        rows = read_spend(conn, args.site, args.limit) if args.action == "spend" else read_cache(conn)
+        rows = (embeddings.spend_by_run(conn, args.site, args.limit) if args.action == "spend"
+                else embeddings.cache_by_model(conn))
     if args.json:
         print_json(rows)
     elif args.action == "spend":
-        print(f"{'run':44} {'model':24} {'requests':>8} {'inputs':>8} {'tokens':>10} {'usd':>10}")
-        for r in rows:
-            print(f"{r['run_id'][:44]:44} {r['model'][:24]:24} {r['requests']:>8} {r['inputs']:>8} "
-                  f"{r['tokens']:>10} {r['usd']:>10.4f}")
+        print_table(("run", "model", "requests", "inputs", "tokens", "usd"),
+                    [(r["run_id"], r["model"], r["requests"], r["inputs"], r["tokens"], f"{r['usd']:.4f}")
+                     for r in rows], right=("requests", "inputs", "tokens", "usd"))
         print(f"{len(rows)} runs, ${sum(r['usd'] for r in rows):.4f} in all")
     else:
-        for r in rows:
-            print(f"{r['model']:28} {r['dimensions']:>5} dims  {r['vectors']:>8} vectors  newest {r['newest']:%Y-%m-%d %H:%M}")
+        print_table(("model", "dimensions", "vectors", "newest"),
+                    [(r["model"], r["dimensions"], r["vectors"], f"{r['newest']:%Y-%m-%d %H:%M}") for r in rows],
+                    right=("dimensions", "vectors"))
         print(f"{sum(r['vectors'] for r in rows)} cached vectors")
     return 0
 
@@ -90,8 +80,8 @@ def register(subparsers) -> None:
     prune = sub.add_parser("prune", help="drop cached embeddings and full-text vectors no staged chunk uses",
                            description="Published snapshots keep their own vectors; the caches only save work "
                                        "when content comes back. Entries younger than the grace period stay.")
-    prune.add_argument("--older-than", type=int, default=30, metavar="DAYS",
-                       help="only entries created more than DAYS ago (default 30)")
+    prune.add_argument("--older-than", type=int, default=DEFAULT_GRACE_DAYS, metavar="DAYS",
+                       help=f"only entries created more than DAYS ago (default {DEFAULT_GRACE_DAYS})")
     prune.add_argument("--dry-run", action="store_true", help="count what would go, drop nothing")
     prune.add_argument("--json", action="store_true", help="machine-readable output")
     prune.set_defaults(func=cmd_prune)

@@ -18,7 +18,7 @@ from sitekb.settings import Settings
 
 
 def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import quarantine
+    from sitekb.quality import quarantine
 
     with _connect(settings) as conn:
         rows = quarantine.list_quarantined(conn, args.site)
@@ -39,7 +39,7 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import quarantine
+    from sitekb.quality import quarantine
 
     with _connect(settings) as conn:
         approval = quarantine.approve(conn, args.url, args.reason, site=args.site or None, approved_by=args.by)
@@ -54,7 +54,7 @@ def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import quarantine
+    from sitekb.quality import quarantine
 
     with _connect(settings) as conn:
         rows = quarantine.list_approvals(conn, args.site)

@@ -12,8 +12,8 @@
     sitekb search QUESTION [--site S] [--mode vector|keyword|hybrid] [--alias A | --snapshot ID]
     sitekb serve [--host 127.0.0.1] [--port 8000] [--api-key KEY ...]
 
-Settings read: ``SITEKB_API_KEYS`` (serve; comma-separated keys) besides the
-database settings every command reads.
+Settings read (resolved by the CLI): ``Settings.api_keys`` (serve, plus
+``--api-key``) besides the database settings every command reads.
 """
 
 from __future__ import annotations
@@ -24,32 +24,32 @@ from datetime import date
 
 from sitekb.commands import connect as _connect
 from sitekb.commands import print_json as _print_json
+from sitekb.commands import print_table
 from sitekb.errors import ConfigError
+from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MODES
 from sitekb.settings import Settings
-
-MODES = ("vector", "keyword", "hybrid")
 
 
 # -- snapshots --------------------------------------------------------------
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import snapshots
+    from sitekb.store import snapshots
 
     with _connect(settings) as conn:
         rows = snapshots.list_snapshots(conn, args.site)
     if args.json:
         _print_json(rows)
         return 0
-    print(f"{'id':>5}  {'site':12} {'state':10} {'chunks':>7}  {'model':24} {'created':20} aliases")
-    for r in rows:
-        marks = ", ".join(r["aliases"]) + ("  [pinned]" if r["pinned"] else "")
-        print(f"{r['snapshot_id']:>5}  {r['site']:12} {r['state']:10} {r['counts'].get('chunks', 0):>7}  "
-              f"{r['embedding_model']:24} {r['created_at']:%Y-%m-%d %H:%M:%S}  {marks}")
+    print_table(("id", "site", "state", "chunks", "model", "created", "aliases"),
+                [(r["snapshot_id"], r["site"], r["state"], r["counts"].get("chunks", 0), r["embedding_model"],
+                  f"{r['created_at']:%Y-%m-%d %H:%M:%S}",
+                  ", ".join(r["aliases"]) + ("  [pinned]" if r["pinned"] else "")) for r in rows],
+                right=("id", "chunks"))
     return 0
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import snapshots
+    from sitekb.store import snapshots
 
     with _connect(settings) as conn:
         _print_json(snapshots.get(conn, args.snapshot_id).as_dict())
@@ -57,7 +57,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import snapshots
+    from sitekb.store import snapshots
 
     with _connect(settings) as conn:
         rows = snapshots.history(conn, args.site, args.alias, limit=args.limit)
@@ -74,14 +74,15 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import report, snapshots
+    from sitekb import report
+    from sitekb.store import snapshot_tables, snapshots
 
     with _connect(settings) as conn:
         old, new = snapshots.get(conn, args.old), snapshots.get(conn, args.new)
         if old.site != new.site:
             raise ConfigError(f"snapshot {old.snapshot_id} is of site {old.site!r} and {new.snapshot_id} of "
                               f"{new.site!r}; compare two snapshots of one site")
-        result = snapshots.diff(conn, old, new)
+        result = snapshot_tables.diff(conn, old, new)
     if args.json:
         _print_json(result.as_dict())
     else:
@@ -90,7 +91,7 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pin(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import snapshots
+    from sitekb.store import snapshots
 
     pinned = args.action == "pin"
     with _connect(settings) as conn:
@@ -100,7 +101,7 @@ def cmd_pin(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import snapshots
+    from sitekb.store import snapshots
     from sitekb.sites import load_site
 
     keep = args.keep if args.keep is not None else load_site(args.site).keep_snapshots
@@ -112,7 +113,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import snapshots
+    from sitekb.store import snapshots
 
     with _connect(settings) as conn:
         previous = snapshots.publish(conn, args.snapshot_id, args.alias, reason=args.reason or "manual publish")
@@ -121,7 +122,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import snapshots
+    from sitekb.store import snapshots
 
     with _connect(settings) as conn:
         old, new = snapshots.rollback(conn, args.site, args.alias, reason=args.reason or "rollback")
@@ -131,28 +132,24 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 # -- search -----------------------------------------------------------------
 
-def _filters(args: argparse.Namespace):
-    from sitekb.search import Filters
-
-    return Filters(url_prefix=args.url_prefix, tags=tuple(args.tag) if args.tag else None, language=args.language,
-                   published_after=args.published_after, published_before=args.published_before)
-
-
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import report
-    from sitekb.search import search
+    from sitekb import query, report
 
+    filters = query.Filters(url_prefix=args.url_prefix, tags=tuple(args.tag) if args.tag else None,
+                            language=args.language, published_after=args.published_after,
+                            published_before=args.published_before)
     with _connect(settings) as conn:
-        snap, passages = search(conn, args.site, args.question, k=args.k, mode=args.mode,
-                                alias=None if args.snapshot else args.alias, snapshot_id=args.snapshot,
-                                filters=_filters(args))
+        # An operator may look into a pinned snapshot that is built but not published (a rejected one, say).
+        result = query.search(conn, settings, args.question, site=args.site, k=args.k, mode=args.mode,
+                              alias=args.alias, snapshot_id=args.snapshot, filters=filters,
+                              unpublished=args.snapshot is not None)
     if args.json:
-        _print_json({"query": args.question, "site": args.site, "snapshot_id": snap.snapshot_id,
-                     "model": snap.embedding_model, "mode": args.mode,
-                     "results": [p.as_dict() for p in passages]})
+        _print_json({"query": args.question, "site": result.site, "snapshot_id": result.snapshot_id,
+                     "model": result.embedding_model, "mode": args.mode,
+                     "results": [p.as_dict() for p in result]})
     else:
-        print(f"snapshot {snap.snapshot_id} of {args.site} ({snap.embedding_model}, {args.mode} search)")
-        print(report.format_passages(passages, args.question))
+        print(f"snapshot {result.snapshot_id} of {result.site} ({result.embedding_model}, {args.mode} search)")
+        print(report.format_passages(result.passages, args.question))
     return 0
 
 
@@ -163,15 +160,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         import uvicorn
     except ImportError:
         raise ConfigError("`sitekb serve` needs the serve extra: pip install 'sitekb[serve]'") from None
-    from sitekb import api, db
+    from sitekb import api, store
 
-    url = db.database_url(settings)
-    with db.connection(url) as conn:
-        db.migrate(conn)
-    app = api.create_app(url, api_keys=api.keys_from(args.api_key))
+    database_url = settings.api_database_url or store.database_url(settings)
+    with store.connection(database_url) as conn:
+        store.migrate(conn)
+    app = api.create_app(settings, database_url=database_url, api_keys=[*settings.api_keys, *(args.api_key or [])])
     print(f"sitekb API and search page on http://{args.host}:{args.port}/ "
           f"(OpenAPI at /openapi.json{'; API keys required' if app.state.api_keys else ''})", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.server_log_level)
     return 0
 
 
@@ -215,13 +212,13 @@ def register(sub) -> None:
 
     pub = sub.add_parser("publish", help="point an alias at a snapshot (atomic, recorded in the history)")
     pub.add_argument("snapshot_id", type=int, help="snapshot id (validated or previously published)")
-    pub.add_argument("--alias", default="production", help="alias to move (default: production)")
+    pub.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to move (default: {DEFAULT_ALIAS})")
     pub.add_argument("--reason", default="", help="why, for the history")
     pub.set_defaults(func=cmd_publish)
 
     rb = sub.add_parser("rollback", help="move an alias back to its previous snapshot (atomic)")
     rb.add_argument("--site", default="demo", help="site (default: demo)")
-    rb.add_argument("--alias", default="production", help="alias to move back (default: production)")
+    rb.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to move back (default: {DEFAULT_ALIAS})")
     rb.add_argument("--reason", default="", help="why, for the history")
     rb.set_defaults(func=cmd_rollback)
 
@@ -229,10 +226,13 @@ def register(sub) -> None:
     search.add_argument("question", help="the question, in plain words")
     search.add_argument("--site", default="demo", help="site (default: demo)")
     search.add_argument("--k", type=int, default=5, help="how many passages (1-100)")
-    search.add_argument("--mode", choices=MODES, default="vector",
-                        help="vector (default), keyword (full-text) or hybrid (both, fused by reciprocal rank)")
-    search.add_argument("--alias", default="production", help="alias to read (default: production)")
-    search.add_argument("--snapshot", type=int, help="pin a snapshot id instead of an alias")
+    search.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
+                        help=f"vector, keyword (full-text) or hybrid (both, fused by reciprocal rank); "
+                             f"default {DEFAULT_MODE}")
+    search.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to read (default: {DEFAULT_ALIAS})")
+    search.add_argument("--snapshot", type=int,
+                        help="pin a snapshot id instead of an alias (any built one: an operator may look into "
+                             "a snapshot that is not published)")
     search.add_argument("--url-prefix", help="only pages whose URL starts with this")
     search.add_argument("--tag", action="append", help="only pages with this tag (repeat: any of them)")
     search.add_argument("--language", help="only pages in this language (en also matches en-GB)")
@@ -249,6 +249,7 @@ def register(sub) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--api-key", action="append",
                        help="require this API key (repeatable; adds to SITEKB_API_KEYS); none: open access")
-    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+    serve.add_argument("--log-level", dest="server_log_level", default="info",
+                       choices=("critical", "error", "warning", "info", "debug"),
                        help="uvicorn log level")
     serve.set_defaults(func=cmd_serve)

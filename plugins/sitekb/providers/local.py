@@ -5,13 +5,13 @@ takes longer than embedding a small site, so the loaded model is shared by
 every :class:`LocalEmbedder` and can be loaded ahead in a background thread
 with :meth:`LocalEmbedder.prewarm`) and encoding with length-sorted batches.
 
-Settings read: ``HF_HUB_OFFLINE`` and ``TOKENIZERS_PARALLELISM`` are set (if
-unset) before the model loads; nothing here may reach the network.
+Settings read: none. The model loads from the bundled package's folder, never
+from a hub; entry points set ``HF_HUB_OFFLINE=1`` besides. Transformers'
+progress bars are switched off: a log is no place for them.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Sequence
@@ -31,9 +31,10 @@ def _load_model(name: str):
     with _LOCK:
         if name not in _MODELS:
             started = time.monotonic()
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
 
             from sitekb.tokenization import local_model_path
 

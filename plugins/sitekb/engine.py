@@ -1,0 +1,147 @@
+"""The local engine: start a run, execute stages from the registry, record and log what each did.
+
+:func:`start` records a run with its effective site config and the embedder
+it chooses (once; every later stage and task uses that one). :func:`execute`
+runs one stage of a run: the Airflow tasks call it one stage per task, and
+:func:`refresh`, :func:`rerun` and :func:`dry_run` call it for each stage of
+their plan, in this process. Executing a stage times it, stores its record
+under ``sitekb.runs.stages`` and logs what it did; a stage that stops the run
+(the quality gate) has its record stored before its error is raised.
+
+Which errors end a run is the caller's choice: the local engine fails the run
+on any error; the Airflow corner fails it on terminal errors and leaves
+transient ones to Airflow's retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+
+import psycopg
+
+from sitekb import stages, store
+from sitekb.embedding import choose
+from sitekb.errors import SitekbError
+from sitekb.passages import DEFAULT_ALIAS
+from sitekb.settings import Settings
+from sitekb.sites import SiteConfig
+from sitekb.stages import RunContext, Stage, StageResult
+from sitekb.store import documents, runs
+
+log = logging.getLogger(__name__)
+
+
+def new_run_id(site: str, prefix: str = "cli") -> str:
+    """``<site>__<prefix>__<UTC time>__<random>``: a run id names its site and where it came from."""
+    return f"{site}__{prefix}__{datetime.now(timezone.utc):%Y%m%dT%H%M%S}__{uuid.uuid4().hex[:6]}"
+
+
+def start(conn: psycopg.Connection, settings: Settings, site: SiteConfig, run_id: str,
+          params: dict | None = None) -> runs.Run:
+    """Record the run, its effective config and the embedder it chooses (a retried start changes nothing)."""
+    run = runs.start(conn, site, run_id, params or {}, choose(site.embedding, settings).as_dict())
+    log.info("run %s of %s started (config %s, embedding %s:%s)", run_id, site.name, site.config_hash(),
+             run.embedding["provider"], run.embedding["model"])
+    return run
+
+
+def context(conn: psycopg.Connection, settings: Settings, database_url: str, run_id: str) -> RunContext:
+    """The context of a recorded run, as a stage sees it."""
+    return RunContext(run=runs.load(conn, run_id), settings=settings, database_url=database_url, conn=conn)
+
+
+def execute(stage: Stage, ctx: RunContext) -> StageResult:
+    """Run one stage, store its record with the run and log it; raise what the stage raised or stopped with."""
+    log.info("[%s] %s ...", stage.name, stage.does)
+    started = time.monotonic()
+    result = stage.run(ctx)
+    seconds = round(time.monotonic() - started, 3)
+    runs.record_stage(ctx.conn, ctx.run_id, stage.name, {**result.record(), "seconds": seconds})
+    log.info("[%s] %s (%.2fs)", stage.name, result.summary or "done", seconds)
+    if result.stop is not None:
+        raise result.stop
+    return result
+
+
+def refresh(settings: Settings, site: SiteConfig, *, run_id: str | None = None, alias: str = DEFAULT_ALIAS,
+            full_recrawl: bool = False, actor: str | None = None) -> str:
+    """One whole refresh in this process; return the run id. Raises a SitekbError on failure."""
+    params = {"alias": alias, "full_recrawl": full_recrawl, **({"actor": actor} if actor else {})}
+    url = store.database_url(settings)
+    with store.connection(url) as conn:
+        store.migrate(conn)
+        run = start(conn, settings, site, run_id or new_run_id(site.name), params)
+        ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn)
+        _prewarm(ctx)
+        _run_plan(ctx, stages.STAGES)
+    return run.run_id
+
+
+def rerun(settings: Settings, site: SiteConfig, from_stage: str, *, run_id: str | None = None) -> str:
+    """Run ``from_stage`` and every stage after it again, for the site's newest run (or ``run_id``).
+
+    The earlier stages keep their output. The run takes up the site config as it
+    is now (a changed threshold applies) and chooses its embedder again; a run
+    that succeeded is refused, since its snapshot may be live. Returns the run id.
+    """
+    plan = stages.starting_at(from_stage)
+    url = store.database_url(settings)
+    with store.connection(url) as conn:
+        store.migrate(conn)
+        run_id = run_id or runs.newest(conn, site.name)
+        before = runs.load(conn, run_id)
+        if before.site.name != site.name:
+            raise SitekbError(f"run {run_id!r} belongs to site {before.site.name!r}, not {site.name!r}")
+        run = start(conn, settings, site, run_id, before.params)
+        if before.site.config_hash() != site.config_hash():
+            log.info("run %s takes up the site config as it is now (%s, was %s)", run_id, site.config_hash(),
+                     before.site.config_hash())
+        ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn)
+        _run_plan(ctx, plan)
+    return run_id
+
+
+def dry_run(settings: Settings, site: SiteConfig) -> dict:
+    """Crawl, extract, validate and chunk into a throw-away run and report what embedding it would cost.
+
+    The run's documents and chunks are deleted afterwards (pages fetched stay,
+    as after any crawl); its record stays, marked succeeded, with what each stage did.
+    """
+    url = store.database_url(settings)
+    with store.connection(url) as conn:
+        store.migrate(conn)
+        run = start(conn, settings, site, new_run_id(site.name, "dryrun"), {"dry_run": True})
+        ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn)
+        try:
+            results = _run_plan(ctx, [stages.get(name) for name in stages.DRY_RUN])
+        finally:
+            documents.discard_run(conn, run.run_id)
+        runs.finish(conn, run.run_id, "succeeded")
+    crawl, validate, chunk, embed = (results[n].counts for n in ("crawl", "validate", "chunk", "embed"))
+    return {"site": site.name, "pages": crawl["pages"], "documents": validate["accepted"],
+            "quarantined": validate["quarantined"], "chunks": chunk["chunks"], "tokens": chunk["tokens"],
+            **{k: embed[k] for k in ("texts_to_embed", "tokens_to_embed", "estimated_usd", "price_per_million_usd",
+                                     "spent_usd")}}
+
+
+def _run_plan(ctx: RunContext, plan: Iterable[Stage]) -> dict[str, StageResult]:
+    """Execute ``plan`` in order; any error fails the run (a run the gate blocked stays blocked)."""
+    results = {}
+    try:
+        for stage in plan:
+            results[stage.name] = execute(stage, ctx)
+    except BaseException as exc:
+        runs.fail(ctx.conn, ctx.run_id, exc)
+        raise
+    return results
+
+
+def _prewarm(ctx: RunContext) -> None:
+    # Importing torch and loading a local model takes seconds: do it while the crawl runs.
+    prewarm: Callable[[], None] | None = getattr(ctx.embedder, "prewarm", None)
+    if prewarm is not None:
+        prewarm()

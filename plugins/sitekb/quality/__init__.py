@@ -1,0 +1,19 @@
+"""The quality gate, one package: what is measured, what is expected, who judges, what is held back.
+
+- :mod:`~sitekb.quality.measures`: pure functions, one number per check, per
+  document and per batch (no database, no Great Expectations).
+- :mod:`~sitekb.quality.duplicates`: exact and near duplicates across a crawl.
+- :mod:`~sitekb.quality.checks`: one rule over one measured column, and a
+  failure of it; :mod:`~sitekb.quality.suites`: the three suites as code,
+  thresholds from the site config's ``quality`` section.
+- :mod:`~sitekb.quality.runner`: validates a table of measures with Great
+  Expectations (imported lazily, only there) and writes Data Docs; without it
+  installed, the same checks are judged in plain Python.
+- :mod:`~sitekb.quality.gate`: the gate of one run over the store, as the
+  validate, chunk and evaluate stages call it.
+- :mod:`~sitekb.quality.quarantine`: listing what was held back and approving
+  a page anyway.
+
+Imports run one way: measures and checks know nothing of the rest; suites use
+both; the runner uses checks; gate and quarantine use everything and the store.
+"""

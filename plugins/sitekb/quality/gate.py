@@ -1,0 +1,107 @@
+"""The quality gate of one run, over the store: documents, chunks, batch.
+
+- :func:`validate_documents` (validate stage): measures every extracted
+  document (:mod:`~sitekb.quality.measures`), flags exact and near duplicates
+  across the crawl (:mod:`~sitekb.quality.duplicates`), validates the measures
+  with the ``sitekb.documents`` suite and marks each document accepted or
+  quarantined with every failed check and its measured value. A failing
+  document with an approval for its exact content hash is accepted
+  (:mod:`~sitekb.quality.quarantine`).
+- :func:`check_chunks` (end of the chunk stage): the ``sitekb.chunks`` suite;
+  a document with nothing to embed or a chunk over the model's token limit is
+  quarantined and its chunks dropped.
+- :func:`judge_batch` (evaluate stage): the ``sitekb.batch`` suite over the
+  run's totals against the live snapshot.
+
+All three write Data Docs to :func:`data_docs_dir` when the site config's
+``quality.data_docs`` is on. Settings read (passed in): ``Settings.home``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import psycopg
+
+from sitekb.quality import duplicates, measures, suites
+from sitekb.quality.checks import Failure
+from sitekb.quality.runner import Outcome, validate_rows
+from sitekb.sites import QualityConfig, SiteConfig
+from sitekb.store import approvals, chunks, documents
+
+
+def data_docs_dir(site: SiteConfig, run_id: str, home: Path) -> Path | None:
+    """<home>/data_docs/<site>/<run_id>/ (None when the site turned Data Docs off)."""
+    if not site.quality.data_docs:
+        return None
+    return home / "data_docs" / site.name / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
+def document_rows(docs: list[Mapping], config: QualityConfig) -> list[dict]:
+    """The measured rows of the document suite, duplicate flags included."""
+    rows = [measures.measure_document(doc) for doc in docs]
+    # Which copy of a duplicate cluster is kept depends on which copies are otherwise healthy.
+    others = [c for c in suites.document_checks(config) if c.name not in ("duplicate", "near_duplicate")]
+    found = duplicates.find_duplicates(
+        [duplicates.Text(d["url"], d.get("markdown") or "", d.get("canonical_url"),
+                         healthy=not any(c.judge(row) for c in others)) for d, row in zip(docs, rows)],
+        config.near_duplicate_threshold,
+    )
+    for row in rows:
+        dup = found.get(row["url"])
+        row["duplicate_of"] = dup.of if dup and dup.exact else None
+        row["near_duplicate_of"] = dup.of if dup and not dup.exact else None
+        row["similarity"] = dup.similarity if dup else None
+    return rows
+
+
+def validate_documents(conn: psycopg.Connection, run_id: str, site: SiteConfig,
+                       docs_dir: Path | None = None) -> dict:
+    """Accept or quarantine every document of the run; return counts for the run record."""
+    docs = documents.for_validation(conn, run_id)
+    rows = document_rows(docs, site.quality)
+    outcome = validate_rows(suites.DOCUMENTS, suites.document_checks(site.quality), rows,
+                            data_docs_dir=docs_dir, run_name=run_id)
+    approved_texts = approvals.for_site(conn, site.name)
+    verdicts, quarantined, approved = [], {}, {}
+    by_check: Counter[str] = Counter()
+    for doc, row in zip(docs, rows):
+        failures = outcome.failures.get(doc["url"], [])
+        approval = approved_texts.get((doc["url"], doc["content_hash"])) if failures else None
+        status = "quarantined" if failures and approval is None else "accepted"
+        if status == "quarantined":
+            quarantined[doc["url"]] = [f.check for f in failures]
+            by_check.update(f.check for f in failures)
+        elif approval is not None:
+            approved[doc["url"]] = approval["reason"]
+        verdicts.append((doc["url"], status, [f.as_dict() for f in failures], row,
+                         approval["id"] if approval else None))
+    documents.set_verdicts(conn, run_id, verdicts)
+    return {"documents": len(docs), "accepted": len(docs) - len(quarantined), "quarantined": len(quarantined),
+            "approved": len(approved), "quarantined_urls": quarantined, "approved_urls": approved,
+            "failed_checks": dict(sorted(by_check.items())), "engine": outcome.engine,
+            "data_docs": outcome.data_docs, "suite_seconds": round(outcome.seconds, 3)}
+
+
+def check_chunks(conn: psycopg.Connection, run_id: str, max_tokens: int, docs_dir: Path | None = None) -> dict:
+    """Quarantine accepted documents with no chunk or a chunk over ``max_tokens``; drop their chunks."""
+    rows = chunks.per_document(conn, run_id)
+    outcome = validate_rows(suites.CHUNKS, suites.chunk_checks(max_tokens), rows,
+                            data_docs_dir=docs_dir, run_name=run_id)
+    if outcome.failures:
+        documents.quarantine_after_chunking(
+            conn, run_id, {url: [f.as_dict() for f in failed] for url, failed in outcome.failures.items()})
+    return {"quarantined_after_chunking": {url: [f.check for f in fs] for url, fs in outcome.failures.items()},
+            "chunk_suite_engine": outcome.engine}
+
+
+def judge_batch(totals: Mapping, live_counts: Mapping | None, site: SiteConfig, run_id: str,
+                docs_dir: Path | None = None) -> tuple[list[Failure], dict]:
+    """Failures of the batch suite and the measured row, for the snapshot's quality summary."""
+    row = measures.measure_batch(totals, live_counts)
+    outcome: Outcome = validate_rows(suites.BATCH, suites.batch_checks(site.quality), [row], id_column="run",
+                                     data_docs_dir=docs_dir, run_name=run_id)
+    return outcome.failures.get("batch", []), {"measures": row, **outcome.summary()}

@@ -1,0 +1,130 @@
+"""The three expectation suites of the quality gate, as code.
+
+- ``sitekb.documents`` (validate stage): one row per extracted document, the
+  measures of :func:`sitekb.quality.measures.measure_document` plus the
+  duplicate flags of :mod:`sitekb.quality.duplicates`.
+- ``sitekb.chunks`` (chunk stage): one row per accepted document after
+  chunking: its chunk count and its largest chunk in tokens of the embedding
+  model's own tokenizer. The token check runs after chunking because only the
+  chunker knows what is embedded (template, title and heading path included).
+- ``sitekb.batch`` (evaluate stage): one row for the run, the measures of
+  :func:`sitekb.quality.measures.measure_batch` against the live snapshot.
+
+:func:`check_document` and :func:`check_batch` judge one row in plain Python
+(the pipeline judges through Great Expectations, :mod:`sitekb.quality.runner`;
+tests hold the two to the same verdicts).
+
+Thresholds come from the site config's ``quality`` section
+(:class:`sitekb.sites.QualityConfig`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sitekb.quality import measures
+from sitekb.quality.checks import Check, Failure
+from sitekb.sites import QualityConfig
+
+DOCUMENTS = "sitekb.documents"
+CHUNKS = "sitekb.chunks"
+BATCH = "sitekb.batch"
+
+
+def _pct(value) -> str:
+    return f"{value:.0%}" if isinstance(value, (int, float)) else str(value)
+
+
+def document_checks(config: QualityConfig) -> list[Check]:
+    """Per-document rules; a document failing any of them is quarantined."""
+    checks = [
+        Check("title", "title", "not_null", lambda v, r: "the page has no title",
+              description="Every document has a non-empty title."),
+        Check("min_words", "word_count", "between", min_value=config.min_words,
+              describe=lambda v, r: f"only {v} words (thin page; minimum {config.min_words})",
+              description=f"At least {config.min_words} words of main content."),
+        Check("max_words", "word_count", "between", max_value=config.max_words,
+              describe=lambda v, r: f"{v} words is above the maximum of {config.max_words}",
+              description=f"At most {config.max_words} words."),
+    ]
+    if config.languages:
+        allowed = tuple(lang.lower() for lang in config.languages)
+        checks.append(Check(
+            "language", "language", "in_set", value_set=allowed,
+            describe=lambda v, r: (f"language {v!r} is not allowed (declared {r.get('declared_language')!r}, "
+                                   f"detected {r.get('detected_language')!r}; allowed {', '.join(allowed)})"),
+            description=f"Language is one of {', '.join(allowed)}."))
+    checks += [
+        Check("encoding", "bad_char_ratio", "between", max_value=config.max_bad_char_ratio,
+              describe=lambda v, r: (f"{_pct(v)} of characters are damaged (U+FFFD, control characters, mojibake); "
+                                     f"limit {_pct(config.max_bad_char_ratio)}"),
+              description="Few damaged characters (U+FFFD, mojibake, control characters)."),
+        Check("boilerplate", "boilerplate_share", "between", max_value=config.max_boilerplate_share,
+              describe=lambda v, r: (f"{_pct(v)} of the page's visible words are boilerplate, the main content is "
+                                     f"only {r.get('word_count')} words (limit {_pct(config.max_boilerplate_share)})"),
+              description="The main content is not a sliver of the page (listing, tag or navigation page)."),
+        Check("transcript_noise", "transcript_noise", "between", max_value=config.max_transcript_noise,
+              describe=lambda v, r: (f"noisy automatic transcript, noise score {v} (fillers, no punctuation, "
+                                     f"repeats, timestamps; limit {config.max_transcript_noise})"),
+              description="Transcripts are edited, not raw automatic captions (only pages that look like one)."),
+        Check("duplicate", "duplicate_of", "null",
+              describe=lambda v, r: f"same text as {v} (the canonical copy is kept)",
+              description="No exact copy of another document of the crawl."),
+        Check("near_duplicate", "near_duplicate_of", "null",
+              describe=lambda v, r: (f"{_pct(r.get('similarity'))} similar to {v} (the canonical copy is kept; "
+                                     f"threshold {_pct(config.near_duplicate_threshold)})"),
+              description=f"No near-duplicate (MinHash Jaccard >= {config.near_duplicate_threshold}) of another document."),
+    ]
+    return checks
+
+
+def chunk_checks(max_tokens: int) -> list[Check]:
+    """Per-document rules after chunking: something to embed, and nothing over the model's limit."""
+    return [
+        Check("chunks", "chunks", "between", min_value=1,
+              describe=lambda v, r: "chunking produced nothing to embed",
+              description="Every accepted document yields at least one chunk."),
+        Check("max_chunk_tokens", "max_chunk_tokens", "between", max_value=max_tokens,
+              describe=lambda v, r: f"a chunk has {v} tokens, above the embedding limit of {max_tokens}",
+              description=f"Every chunk fits the embedding model's input of {max_tokens} tokens."),
+    ]
+
+
+def _drop(what: str, limit: float) -> Check:
+    return Check(
+        f"{what}_drop", f"{what}_drop", "between", max_value=limit,
+        describe=lambda v, r: (f"{what} fell from {r.get('live_' + what)} to {r.get(what)} "
+                               f"({_pct(v)} drop, limit {_pct(limit)}) against the live snapshot"),
+        description=f"At most {_pct(limit)} of the live snapshot's {what} vanish.",
+    )
+
+
+def batch_checks(config: QualityConfig) -> list[Check]:
+    """Rules over a run's totals; one failing blocks publication."""
+    return [
+        Check("min_documents", "documents", "between", min_value=config.min_documents,
+              describe=lambda v, r: f"only {v} documents passed the checks (minimum {config.min_documents})",
+              description=f"At least {config.min_documents} documents."),
+        _drop("pages", config.max_page_drop),
+        _drop("documents", config.max_document_drop),
+        _drop("chunks", config.max_chunk_drop),
+        Check("error_rate", "error_rate", "between", max_value=config.max_error_rate,
+              describe=lambda v, r: f"{_pct(v)} of fetched URLs failed (limit {_pct(config.max_error_rate)})",
+              description=f"At most {_pct(config.max_error_rate)} of fetched URLs fail."),
+        Check("quarantine_rate", "quarantine_rate", "between", max_value=config.max_quarantine_rate,
+              describe=lambda v, r: (f"{_pct(v)} of documents were quarantined "
+                                     f"(limit {_pct(config.max_quarantine_rate)})"),
+              description=f"At most {_pct(config.max_quarantine_rate)} of documents are quarantined."),
+    ]
+
+
+def check_document(doc: Mapping, config: QualityConfig) -> list[Failure]:
+    """Every failed document check of one document (duplicates need the whole crawl: not judged here)."""
+    row = measures.measure_document(doc)
+    return [f for check in document_checks(config) if (f := check.judge(row)) is not None]
+
+
+def check_batch(current: Mapping, live: Mapping | None, config: QualityConfig) -> list[Failure]:
+    """Failures of a run's totals against the live snapshot's."""
+    row = measures.measure_batch(current, live)
+    return [f for check in batch_checks(config) if (f := check.judge(row)) is not None]

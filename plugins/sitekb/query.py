@@ -1,0 +1,175 @@
+"""The one query path: a question in, passages with citations out, through ``sitekb_api.search``.
+
+The CLI (``sitekb search``), the quality gate's golden questions, the HTTP API
+and so the Python client all call :func:`search`, which embeds the question
+with the snapshot's own provider, model, dimensions and server (whatever the
+current site config says, so an old snapshot stays queryable after a model
+change) and ranks it with the same SQL function a frontend calls over SQL.
+What the gate tests is what frontends get.
+
+An operator (the gate, ``sitekb search --snapshot ID``) may read a snapshot
+that is built but not published with ``unpublished=True``: the SQL API allows
+that only to a session that asks for it and may use schema ``sitekb``, which
+the reader role never may.
+
+Settings read (passed in): the OpenAI key and server of a snapshot embedded by
+an OpenAI-compatible server (:func:`sitekb.embedding.openai_endpoint`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+
+import psycopg
+from pgvector import Vector
+from psycopg.rows import dict_row
+
+from sitekb.embedding import query_embedder
+from sitekb.errors import ConfigError, EmbeddingUnavailable, NotFound, SitekbError, TransientError
+from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MAX_K, MAX_QUERY_CHARS, MODES, Passage, SearchResult, snippet_of
+from sitekb.settings import Settings
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Optional restrictions of a search; None means no restriction."""
+
+    url_prefix: str | None = None
+    tags: tuple[str, ...] | None = None          # any of these tags
+    language: str | None = None                  # "en" also matches "en-GB"
+    published_after: date | None = None          # inclusive
+    published_before: date | None = None         # inclusive
+
+
+NO_FILTERS = Filters()
+
+
+def check_request(query: str, k: int, mode: str) -> None:
+    """Reject a malformed request with a message that says what is wrong."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+    if not query or not query.strip():
+        raise ConfigError("the query is empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise ConfigError(f"the query is {len(query)} characters long; at most {MAX_QUERY_CHARS} are accepted")
+    if not 1 <= k <= MAX_K:
+        raise ConfigError(f"k must be between 1 and {MAX_K}")
+
+
+def search(conn: psycopg.Connection, settings: Settings, query: str, *, site: str | None = None, k: int = 5,
+           mode: str = DEFAULT_MODE, alias: str | None = None, snapshot_id: int | None = None,
+           filters: Filters = NO_FILTERS, unpublished: bool = False) -> SearchResult:
+    """Top-k passages for ``query`` from a site's alias (default production) or a pinned snapshot.
+
+    Raises NotFound (no such site, alias or snapshot), ConfigError (a request the
+    SQL API refuses), EmbeddingUnavailable (the snapshot's model refuses to embed
+    the question) or TransientError (its server does not answer now).
+    """
+    check_request(query, k, mode)
+    alias = None if snapshot_id is not None else (alias or DEFAULT_ALIAS)
+    for attempt in range(2):
+        with _session(conn, unpublished):
+            snap = resolve(conn, site, alias, snapshot_id)
+        vector = None if mode == "keyword" else embed_question(snap, query, settings)
+        try:
+            with _session(conn, unpublished):
+                rows = _rank(conn, snap, query, vector, k, mode, filters)
+        except NotFound:
+            if attempt == 0 and snapshot_id is None:
+                continue  # retention dropped the aliased snapshot just after the alias moved: resolve again
+            raise
+        break
+    passages = [Passage(snippet=snippet_of(r["content"]), **{key: v for key, v in r.items() if key != "snapshot_id"})
+                for r in rows]
+    return SearchResult(query=query, site=snap["site"], mode=mode, alias=alias, snapshot_id=snap["snapshot_id"],
+                        embedding_model=snap["embedding_model"], passages=passages)
+
+
+def resolve(conn: psycopg.Connection, site: str | None, alias: str | None, snapshot_id: int | None) -> dict:
+    """The snapshot a request reads (``sitekb_api.resolve_snapshot``): id, site, model, dimensions, server."""
+    with _errors(), conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM sitekb_api.resolve_snapshot(%s, %s, %s)",
+                           (site, alias, snapshot_id)).fetchone()
+
+
+def embed_question(snap: dict, query: str, settings: Settings) -> Vector:
+    """The question's vector, from the model (and server) that embedded the snapshot."""
+    embedder = query_embedder(snap["embedding_provider"], snap["embedding_model"], snap["dimensions"], settings,
+                              base_url=snap["embedding_base_url"], api_key_env=snap["embedding_api_key_env"])
+    try:
+        return Vector(embedder.embed([query])[0])
+    except SitekbError as exc:
+        raise EmbeddingUnavailable(f"cannot embed the query with {snap['embedding_model']}: {exc}") from exc
+    except TransientError as exc:
+        raise TransientError(f"cannot embed the query with {snap['embedding_model']} now: {exc}") from exc
+
+
+def only_site(conn: psycopg.Connection, alias: str) -> str:
+    """The one site published under ``alias`` (a request may leave the site out then)."""
+    sites = [r[0] for r in conn.execute("SELECT DISTINCT site FROM sitekb_api.aliases WHERE alias = %s ORDER BY 1",
+                                        (alias,))]
+    if len(sites) == 1:
+        return sites[0]
+    if not sites:
+        raise NotFound(f"no site has a snapshot published as {alias!r} yet")
+    raise ConfigError(f"several sites are published ({', '.join(sites)}): name one in 'site'")
+
+
+def published(conn: psycopg.Connection, *, site: str | None = None, snapshot_id: int | None = None,
+              limit: int = 50) -> list[dict]:
+    """Snapshots a frontend may query (``sitekb_api.snapshots``), newest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """SELECT * FROM sitekb_api.snapshots
+               WHERE (%(site)s::text IS NULL OR site = %(site)s) AND (%(id)s::bigint IS NULL OR snapshot_id = %(id)s)
+               ORDER BY snapshot_id DESC LIMIT %(limit)s""",
+            {"site": site, "id": snapshot_id, "limit": limit},
+        ).fetchall()
+
+
+def schema_version(conn: psycopg.Connection) -> int | None:
+    """The newest migration the database has (``sitekb_api.schema_version``)."""
+    return conn.execute("SELECT sitekb_api.schema_version()").fetchone()[0]
+
+
+def _rank(conn: psycopg.Connection, snap: dict, query: str, vector: Vector | None, k: int, mode: str,
+          filters: Filters) -> list[dict]:
+    with _errors(), conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """SELECT * FROM sitekb_api.search(%s, query => %s, query_embedding => %s, k => %s, mode => %s,
+                   snapshot_id => %s, url_prefix => %s, tags => %s, language => %s,
+                   published_after => %s, published_before => %s)""",
+            (snap["site"], query, vector, k, mode, snap["snapshot_id"], filters.url_prefix,
+             list(filters.tags) if filters.tags else None, filters.language, filters.published_after,
+             filters.published_before),
+        ).fetchall()
+
+
+@contextmanager
+def _session(conn: psycopg.Connection, unpublished: bool) -> Iterator[None]:
+    """A transaction that may read built, unpublished snapshots (operators only), or nothing special."""
+    if not unpublished:
+        yield
+        return
+    with conn.transaction():
+        conn.execute("SELECT set_config('sitekb.include_unpublished', 'on', true)")
+        yield
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """The SQL API's errors as sitekb's: P0002 is NotFound, 22023 a ConfigError."""
+    try:
+        yield
+    except psycopg.errors.NoDataFound as exc:
+        raise NotFound(_message(exc)) from exc
+    except psycopg.errors.InvalidParameterValue as exc:
+        raise ConfigError(_message(exc)) from exc
+
+
+def _message(exc: psycopg.Error) -> str:
+    hint = exc.diag.message_hint
+    return (exc.diag.message_primary or str(exc)) + (f" ({hint})" if hint else "")

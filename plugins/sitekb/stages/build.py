@@ -1,0 +1,37 @@
+"""The build stage: a new immutable snapshot of the run's chunks, loaded with binary COPY, indexed after.
+
+The snapshot records what the run chose and did: its embedder (provider,
+model, dimensions, tokenizer, server, key variable, as the run recorded them
+when it started), the site config hash and the extractor and chunker versions.
+The table is created and filled in one statement, then gets its HNSW and GIN
+indexes (:mod:`sitekb.store.snapshot_tables`). A retry rebuilds an unpublished
+snapshot; a published one is never touched.
+
+Settings read: none.
+"""
+
+from __future__ import annotations
+
+from sitekb.stages.context import RunContext, StageResult
+from sitekb.store import snapshot_tables, snapshots
+
+
+def run(ctx: RunContext) -> StageResult:
+    from sitekb.chunking import CHUNKER_VERSION
+    from sitekb.extract import EXTRACTOR_VERSION
+
+    choice = ctx.choice
+    with ctx.conn.transaction():
+        snapshot_id = snapshots.create_record(
+            ctx.conn, site=ctx.site.name, run_id=ctx.run_id, provider=choice.provider, model=choice.model,
+            dimensions=choice.dimensions, tokenizer=choice.tokenizer, config_hash=ctx.site.config_hash(),
+            extractor_version=EXTRACTOR_VERSION, chunker_version=CHUNKER_VERSION,
+            # Queries must reach the server that embedded the chunks (sitekb.query).
+            base_url=choice.base_url, api_key_env=choice.api_key_env,
+        )
+    counts = snapshot_tables.build(ctx.conn, snapshot_id, ctx.run_id, choice.model, choice.dimensions)
+    return StageResult(
+        counts={"snapshot_id": snapshot_id, **counts},
+        summary=(f"snapshot {snapshot_id}: {counts['chunks']} chunks of {counts['documents']} pages, loaded in "
+                 f"{counts['load_seconds']:.2f}s, indexed in {counts['index_seconds']:.2f}s"),
+    )

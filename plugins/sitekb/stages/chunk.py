@@ -1,0 +1,69 @@
+"""The chunk stage: accepted documents into structure- and token-aware chunks, then the chunk suite.
+
+Chunks are counted with the run's embedding model's own tokenizer and never
+pass its input limit, whatever the site asks (:mod:`sitekb.chunking`); every
+chunk knows its heading path. The ``sitekb.chunks`` suite then quarantines a
+document with nothing to embed or a chunk over the limit, and the full-text
+vectors of content never indexed before are computed and cached
+(:mod:`sitekb.store.fulltext`).
+
+Settings read: the site config's ``chunking`` section.
+"""
+
+from __future__ import annotations
+
+from sitekb.errors import ConfigError
+from sitekb.stages.context import RunContext, StageResult
+from sitekb.store import chunks, documents, fulltext
+
+
+def run(ctx: RunContext) -> StageResult:
+    from sitekb.chunking import CHUNKER_VERSION, chunk_document
+    from sitekb.embedding import text_hash
+    from sitekb.quality import gate
+
+    config = chunking_config(ctx)
+    tokenizer = ctx.tokenizer
+    docs = documents.accepted(ctx.conn, ctx.run_id)
+
+    def rows():
+        seen: set[str] = set()
+        for doc in docs:
+            for chunk in chunk_document(doc["markdown"], url=doc["url"], title=doc["title"], tokenizer=tokenizer,
+                                        config=config):
+                if chunk.chunk_id in seen:
+                    continue  # identical chunk twice in one run: keep one
+                seen.add(chunk.chunk_id)
+                yield (chunk.chunk_id, doc["url"], chunk.seq, chunk.heading_path, chunk.text, chunk.embed_text,
+                       text_hash(chunk.embed_text), chunk.token_count)
+
+    chunks.replace_run(ctx.conn, ctx.run_id, ctx.site.name, rows())
+    checked = gate.check_chunks(ctx.conn, ctx.run_id, config.max_tokens,
+                                gate.data_docs_dir(ctx.site, ctx.run_id, ctx.home))
+    count, tokens = chunks.totals(ctx.conn, ctx.run_id)
+    indexed = fulltext.index_run(ctx.conn, ctx.run_id)
+    late = checked.pop("quarantined_after_chunking")
+    return StageResult(
+        counts={"documents": len(docs), "chunks": count, "tokens": tokens, "chunker_version": CHUNKER_VERSION,
+                "tokenizer": tokenizer.name, "max_tokens": config.max_tokens, **checked, **indexed},
+        details={"quarantined_after_chunking": late},
+        summary=(f"{count} chunks, {tokens} tokens ({tokenizer.name}, at most {config.max_tokens} a chunk) from "
+                 f"{len(docs)} documents; {len(late)} quarantined by the chunk suite; full-text vectors "
+                 f"{indexed['fulltext_computed']} computed, {indexed['fulltext_reused']} reused"),
+    )
+
+
+def chunking_config(ctx: RunContext):
+    """The site's chunking settings fitted to the run's embedding model."""
+    from sitekb.chunking import ChunkingConfig
+
+    cfg = ctx.site.chunking
+    limit = ctx.choice.max_tokens
+    # Never above the model's input limit, whatever the site asks; a target above it shrinks with it.
+    max_tokens = min(cfg.max_tokens or limit, limit)
+    target = min(cfg.target_tokens, max_tokens)
+    try:
+        return ChunkingConfig(target_tokens=target, max_tokens=max_tokens, template=cfg.template,
+                              overlap_tokens=min(cfg.overlap_tokens, target - 1))
+    except ValueError as exc:
+        raise ConfigError(f"site config `chunking` does not fit {ctx.choice.model}: {exc}") from exc

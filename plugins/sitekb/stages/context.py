@@ -1,0 +1,113 @@
+"""The stage contract: ``run(ctx: RunContext) -> StageResult``.
+
+A :class:`RunContext` carries everything a stage needs and nothing it must
+look up itself: the run (id, the site config as resolved when it started, its
+params, the embedder it chose), the settings the entry point resolved, the
+database (an open connection, and the URL for a subprocess or a second
+connection), and the embedder and tokenizer, built on first use from what the
+run recorded. A stage reads its input from Postgres, writes its output to
+Postgres and returns a :class:`StageResult`; the engine times it, stores the
+result with the run and logs it. Every stage can run twice: it replaces its
+own rows of the run in one transaction, or relies on content-addressed keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from sitekb.errors import SitekbError
+from sitekb.settings import Settings
+from sitekb.sites import SiteConfig
+from sitekb.store.runs import Run
+
+if TYPE_CHECKING:
+    from sitekb.embedding import EmbedderChoice
+    from sitekb.providers.base import Embedder
+    from sitekb.tokenization import Tokenizer
+
+
+@dataclass
+class RunContext:
+    """What every stage of one run is given."""
+
+    run: Run
+    settings: Settings
+    database_url: str
+    conn: psycopg.Connection
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def site(self) -> SiteConfig:
+        return self.run.site
+
+    @property
+    def params(self) -> dict:
+        return self.run.params
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    @cached_property
+    def choice(self) -> "EmbedderChoice":
+        """The embedder the run chose when it started (a run started before runs recorded one: chosen now)."""
+        from sitekb.embedding import EmbedderChoice, choose
+
+        if not self.run.embedding:
+            return choose(self.site.embedding, self.settings)
+        return EmbedderChoice.from_dict(self.run.embedding)
+
+    @cached_property
+    def embedder(self) -> "Embedder":
+        """The run's embedder (nothing loads or connects until it embeds)."""
+        from sitekb.embedding import embedder_for_run
+
+        return embedder_for_run(self.site.embedding, self.choice, self.settings)
+
+    @cached_property
+    def tokenizer(self) -> "Tokenizer":
+        """The tokenizer of the run's embedding model, which every token count uses."""
+        from sitekb.tokenization import get_tokenizer
+
+        return get_tokenizer(self.choice.provider, self.choice.model)
+
+
+@dataclass
+class StageResult:
+    """What a stage did.
+
+    ``counts``: small values (numbers, names, flags) that XCom may carry and a
+    run note may show; ``details``: larger facts (URLs by rule, per-check maps)
+    stored with the run only; ``summary``: one sentence for the log.
+    ``stop``: a verdict that ends the run after its record is stored (the
+    quality gate's rejection).
+    """
+
+    counts: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    stop: SitekbError | None = None
+
+    def record(self) -> dict[str, Any]:
+        """What is stored with the run under its stage's name."""
+        return {**self.counts, **self.details}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a refresh, as the registry lists it."""
+
+    name: str
+    run: Callable[[RunContext], StageResult]
+    does: str                          # one line for people: what the stage does
+    timeout_hours: float | None = None  # how long an orchestrator may let it run
+    retry: bool = True                 # whether an orchestrator may retry it after a transient failure

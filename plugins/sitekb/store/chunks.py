@@ -1,0 +1,75 @@
+"""Staged chunks (``sitekb.chunks``): a run's chunks before they are embedded and built into a snapshot.
+
+The chunk stage writes them with binary COPY (:func:`replace_run`); the chunk
+suite reads per-document statistics (:func:`per_document`); the build reads
+them with their cached vectors (:mod:`sitekb.store.snapshot_tables`).
+Publishing deletes the staged chunks of older runs: a snapshot holds its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import psycopg
+from psycopg.rows import dict_row
+
+_COPY = """COPY sitekb.chunks (run_id, chunk_id, site, url, seq, heading_path, text, embed_text,
+                               text_hash, token_count) FROM STDIN WITH (FORMAT BINARY)"""
+_TYPES = ["text", "text", "text", "text", "int4", "text[]", "text", "text", "bytea", "int4"]
+
+
+def replace_run(conn: psycopg.Connection, run_id: str, site: str, rows: Iterable[tuple]) -> None:
+    """Store the run's chunks, replacing any an earlier attempt wrote.
+
+    ``rows``: (chunk_id, url, seq, heading_path, text, embed_text, text_hash, token_count).
+    """
+    with conn.transaction():
+        conn.execute("DELETE FROM sitekb.chunks WHERE run_id = %s", (run_id,))
+        with conn.cursor().copy(_COPY) as copy:
+            copy.set_types(_TYPES)
+            for chunk_id, url, seq, heading_path, text, embed_text, digest, tokens in rows:
+                copy.write_row((run_id, chunk_id, site, url, seq, list(heading_path), text, embed_text, digest,
+                                tokens))
+
+
+def per_document(conn: psycopg.Connection, run_id: str) -> list[dict]:
+    """For every accepted document of the run: its chunk count and largest chunk in tokens."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """SELECT d.url, count(c.chunk_id) AS chunks, max(c.token_count) AS max_chunk_tokens
+               FROM sitekb.documents d
+               LEFT JOIN sitekb.chunks c ON c.run_id = d.run_id AND c.url = d.url
+               WHERE d.run_id = %s AND d.status = 'accepted' GROUP BY d.url ORDER BY d.url""",
+            (run_id,),
+        ).fetchall()
+
+
+def totals(conn: psycopg.Connection, run_id: str) -> tuple[int, int]:
+    """(chunks, tokens) staged for the run."""
+    chunks, tokens = conn.execute(
+        "SELECT count(*), coalesce(sum(token_count), 0) FROM sitekb.chunks WHERE run_id = %s", (run_id,)
+    ).fetchone()
+    return chunks, int(tokens)
+
+
+def delete_of_run(cur: psycopg.Cursor, run_id: str, urls: Sequence[str] | None = None) -> None:
+    """Delete the run's chunks (of these URLs only, if given), inside the caller's transaction."""
+    if urls is None:
+        cur.execute("DELETE FROM sitekb.chunks WHERE run_id = %s", (run_id,))
+    elif urls:
+        cur.execute("DELETE FROM sitekb.chunks WHERE run_id = %s AND url = ANY(%s)", (run_id, list(urls)))
+
+
+def erase_urls(cur: psycopg.Cursor, site: str, urls: Sequence[str]) -> None:
+    """Delete every run's chunks of these URLs (consent withdrawn; inside the caller's transaction)."""
+    cur.execute("DELETE FROM sitekb.chunks WHERE site = %s AND url = ANY(%s)", (site, list(urls)))
+
+
+def drop_older_runs(conn: psycopg.Connection, site: str, run_id: str) -> None:
+    """Delete the staged chunks of the site's finished runs other than ``run_id`` (a snapshot holds them)."""
+    with conn.transaction():
+        conn.execute(
+            """DELETE FROM sitekb.chunks WHERE site = %s AND run_id IN (
+                   SELECT run_id FROM sitekb.runs WHERE site = %s AND run_id <> %s AND finished_at IS NOT NULL)""",
+            (site, site, run_id),
+        )

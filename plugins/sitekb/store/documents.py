@@ -1,0 +1,177 @@
+"""Extracted documents (``sitekb.documents``): one row per page and run, with the quality gate's verdict.
+
+The extract stage writes a run's documents (:func:`replace_run`), the
+validate stage gives each a verdict with every failed check and its measured
+values (:func:`set_verdicts`), the chunk stage reads the accepted ones and may
+still quarantine some (:func:`quarantine_after_chunking`). A quarantined
+document stays, with its reasons, never silently dropped. Publishing drops the
+documents of runs that retention no longer needs (:func:`drop_unneeded`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+import psycopg
+from psycopg.rows import dict_row
+
+from sitekb.store import chunks
+
+_COLUMNS = ("run_id", "site", "url", "content_hash", "title", "description", "author", "published", "modified",
+            "language", "canonical_url", "tags", "markdown", "word_count", "visible_words")
+
+
+def replace_run(conn: psycopg.Connection, run_id: str, site: str, documents: Iterable) -> int:
+    """Store the run's documents (``sitekb.extract.Document``), replacing any an earlier attempt wrote."""
+    count = 0
+    with conn.transaction():
+        conn.execute("DELETE FROM sitekb.documents WHERE run_id = %s", (run_id,))
+        with conn.cursor().copy(f"COPY sitekb.documents ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+            for doc in documents:
+                copy.write_row((run_id, site, doc.url, doc.content_hash, doc.title, doc.description, doc.author,
+                                doc.published, doc.modified, doc.language, doc.canonical_url, list(doc.tags),
+                                doc.markdown, doc.word_count, doc.visible_words))
+                count += 1
+    return count
+
+
+def for_validation(conn: psycopg.Connection, run_id: str) -> list[dict]:
+    """Every document of the run with what the document checks measure, shortest URL first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """SELECT url, title, markdown, word_count, language, content_hash, canonical_url, visible_words
+               FROM sitekb.documents WHERE run_id = %s ORDER BY length(url), url""",
+            (run_id,),
+        ).fetchall()
+
+
+def set_verdicts(conn: psycopg.Connection, run_id: str, verdicts: Sequence[tuple]) -> None:
+    """(url, status, failures, measures, approval_id) for documents of the run, in one transaction."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            """UPDATE sitekb.documents SET status = %s, failures = %s, measures = %s, approval_id = %s
+               WHERE run_id = %s AND url = %s""",
+            [(status, json.dumps(failures), json.dumps(measures, default=str), approval_id, run_id, url)
+             for url, status, failures, measures, approval_id in verdicts],
+        )
+
+
+def accepted(conn: psycopg.Connection, run_id: str) -> list[dict]:
+    """url, title and markdown of the run's accepted documents."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT url, title, markdown FROM sitekb.documents WHERE run_id = %s AND status = 'accepted'",
+            (run_id,),
+        ).fetchall()
+
+
+def quarantine_after_chunking(conn: psycopg.Connection, run_id: str, failures: Mapping[str, list[dict]]) -> None:
+    """Quarantine accepted documents that failed a chunk check, and drop their chunks.
+
+    Approvals cover the document checks only (the model cannot take these chunks
+    anyway), so an approval no longer applies.
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        for url, failed in failures.items():
+            cur.execute(
+                """UPDATE sitekb.documents SET status = 'quarantined', approval_id = NULL,
+                          failures = failures || %s::jsonb WHERE run_id = %s AND url = %s""",
+                (json.dumps(failed), run_id, url),
+            )
+        chunks.delete_of_run(cur, run_id, list(failures))
+
+
+def counts(conn: psycopg.Connection, run_id: str) -> dict:
+    """Documents the run extracted and how many of them are quarantined."""
+    extracted, quarantined = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'quarantined') FROM sitekb.documents WHERE run_id = %s",
+        (run_id,),
+    ).fetchone()
+    return {"extracted": extracted, "quarantined": quarantined}
+
+
+def summary(conn: psycopg.Connection, run_id: str) -> dict:
+    """Counts of a run's documents by status and failed check (after every stage that quarantines)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        totals = cur.execute(
+            """SELECT count(*) AS extracted,
+                      count(*) FILTER (WHERE status = 'accepted') AS accepted,
+                      count(*) FILTER (WHERE status = 'quarantined') AS quarantined,
+                      count(*) FILTER (WHERE approval_id IS NOT NULL AND status = 'accepted') AS approved
+               FROM sitekb.documents WHERE run_id = %s""",
+            (run_id,),
+        ).fetchone()
+        checks = cur.execute(
+            """SELECT f->>'check' AS check, count(*) AS n FROM sitekb.documents d,
+                      jsonb_array_elements(d.failures) f
+               WHERE d.run_id = %s AND d.status = 'quarantined' GROUP BY 1 ORDER BY 1""",
+            (run_id,),
+        ).fetchall()
+    return {**totals, "failed_checks": {r["check"]: r["n"] for r in checks}}
+
+
+# The documents of the newest run of each site that got through validation.
+_NEWEST_VALIDATED = """
+    SELECT d.* FROM sitekb.documents d
+    JOIN (SELECT DISTINCT ON (site) site, run_id FROM sitekb.runs
+          WHERE stages ? 'validate' ORDER BY site, started_at DESC, run_id DESC) latest USING (site, run_id)
+"""
+
+
+def held_back(conn: psycopg.Connection, site: str | None = None) -> list[dict]:
+    """Quarantined and approved documents of the newest validated run of each site, with their approvals."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"""SELECT d.site, d.url, d.title, d.status, d.failures, d.run_id, d.content_hash, d.word_count,
+                       a.id AS approval_id, a.reason AS approval_reason, a.approved_by, a.approved_at
+                FROM ({_NEWEST_VALIDATED}) d
+                LEFT JOIN sitekb.quarantine_approvals a ON a.id = d.approval_id
+                WHERE (d.status = 'quarantined' OR d.approval_id IS NOT NULL)
+                  AND (%(site)s::text IS NULL OR d.site = %(site)s)
+                ORDER BY d.site, d.status DESC, d.url""",
+            {"site": site},
+        ).fetchall()
+
+
+def newest_validated(conn: psycopg.Connection, url: str, site: str | None = None) -> list[dict]:
+    """The document at ``url`` in the newest validated run of each site (or of ``site``)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"""SELECT site, url, run_id, status, failures, content_hash, approval_id FROM ({_NEWEST_VALIDATED}) d
+                WHERE url = %(url)s AND (%(site)s::text IS NULL OR site = %(site)s)""",
+            {"url": url, "site": site},
+        ).fetchall()
+
+
+def erase_urls(cur: psycopg.Cursor, site: str, urls: Sequence[str]) -> None:
+    """Delete every run's documents of these URLs (consent withdrawn; inside the caller's transaction)."""
+    cur.execute("DELETE FROM sitekb.documents WHERE site = %s AND url = ANY(%s)", (site, list(urls)))
+
+
+def drop_unneeded(conn: psycopg.Connection, site: str, run_id: str, keep: int) -> int:
+    """Delete the documents of finished runs past the newest ``keep`` whose snapshot retention dropped.
+
+    Each run stores the site's extracted text again. The documents (and
+    quarantine verdicts) of the newest ``keep`` runs stay for inspection, and
+    so do those of every run whose snapshot is kept (live, rollback target,
+    pinned); older ones go, so the database does not grow by a copy of the site
+    every run. Returns how many were deleted.
+    """
+    with conn.transaction():
+        return conn.execute(
+            """DELETE FROM sitekb.documents WHERE site = %s AND run_id IN (
+                   SELECT run_id FROM sitekb.runs WHERE site = %s AND run_id <> %s
+                     AND finished_at IS NOT NULL
+                   ORDER BY started_at DESC, run_id DESC OFFSET %s)
+                 AND run_id NOT IN (SELECT run_id FROM sitekb.snapshots
+                                    WHERE site = %s AND table_name IS NOT NULL)""",
+            (site, site, run_id, keep - 1, site),
+        ).rowcount
+
+
+def discard_run(conn: psycopg.Connection, run_id: str) -> None:
+    """Delete a run's documents and staged chunks (a dry run keeps nothing but its record)."""
+    with conn.transaction(), conn.cursor() as cur:
+        chunks.delete_of_run(cur, run_id)
+        cur.execute("DELETE FROM sitekb.documents WHERE run_id = %s", (run_id,))

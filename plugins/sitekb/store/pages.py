@@ -1,0 +1,157 @@
+"""Fetched pages (``sitekb.pages``): the latest fetch of every URL of a site.
+
+The crawler writes them in batches (:func:`write_crawl_batch`, with the
+exclusions of the batch, in one transaction); the extract stage reads the
+pages a run kept (:func:`kept_pages`); the next crawl reads what it needs for
+conditional requests (:func:`previous_pages`). Upserts make a retried crawl
+safe: a page is one row per (site, URL). Excluded pages keep no content.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import psycopg
+
+from sitekb.store import chunks, documents, ledger
+
+_UPSERT = """
+INSERT INTO sitekb.pages (site, url, final_url, status, content_type, etag, last_modified,
+                          content_hash, body, headers, depth, excluded_rule, links, fetched_at,
+                          first_run_id, last_run_id)
+VALUES (%(site)s, %(url)s, %(final_url)s, %(status)s, %(content_type)s, %(etag)s, %(last_modified)s,
+        %(content_hash)s, %(body)s, %(headers)s, %(depth)s, %(excluded_rule)s, %(links)s, %(fetched_at)s,
+        %(run_id)s, %(run_id)s)
+ON CONFLICT (site, url) DO UPDATE SET
+    final_url = EXCLUDED.final_url, status = EXCLUDED.status, content_type = EXCLUDED.content_type,
+    etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified, content_hash = EXCLUDED.content_hash,
+    body = EXCLUDED.body, headers = EXCLUDED.headers, depth = EXCLUDED.depth,
+    excluded_rule = EXCLUDED.excluded_rule, links = EXCLUDED.links, fetched_at = EXCLUDED.fetched_at,
+    last_run_id = EXCLUDED.last_run_id
+"""
+
+# A 304 keeps the stored body and validators; it only marks the page as seen.
+_TOUCH = """
+UPDATE sitekb.pages SET last_run_id = %(run_id)s, fetched_at = %(fetched_at)s, depth = %(depth)s
+WHERE site = %(site)s AND url = %(url)s
+"""
+
+# Unchanged by its sitemap lastmod: not fetched, so the stored fetch time stays
+# (the next lastmod is compared with the real fetch, not with this skip).
+_TOUCH_UNCHANGED = """
+UPDATE sitekb.pages SET last_run_id = %(run_id)s, depth = %(depth)s
+WHERE site = %(site)s AND url = %(url)s
+"""
+
+_PURGE = """
+UPDATE sitekb.pages SET body = NULL, content_hash = NULL, etag = NULL, last_modified = NULL, links = '{}',
+                        excluded_rule = %(rule)s
+WHERE site = %(site)s AND url = %(url)s
+"""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A page as the crawler stores it (body None for excluded or failed pages)."""
+
+    url: str
+    status: int
+    final_url: str | None
+    content_type: str | None
+    etag: str | None
+    last_modified: str | None
+    content_hash: str | None
+    body: str | None
+    headers: dict
+    depth: int
+    excluded_rule: str | None
+    links: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A page the crawl saw unchanged: a 304, or skipped because its sitemap lastmod did not move."""
+
+    url: str
+    depth: int
+    by_sitemap: bool
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    """A URL whose owner withdrew consent: its stored content is erased everywhere but in snapshots."""
+
+    url: str
+    rule: str
+
+
+def write_crawl_batch(conn: psycopg.Connection, site: str, run_id: str, fetched_at: datetime, *,
+                      fetched: Sequence[Fetched] = (), seen: Sequence[Seen] = (),
+                      exclusions: Sequence[ledger.Exclusion] = (), withdrawn: Sequence[Withdrawn] = ()) -> None:
+    """Write one batch of a crawl in one transaction (safe to retry: upserts and idempotent inserts)."""
+    common = {"site": site, "run_id": run_id, "fetched_at": fetched_at}
+    with conn.transaction(), conn.cursor() as cur:
+        if fetched:
+            cur.executemany(_UPSERT, [{**common, **asdict(page), "headers": json.dumps(page.headers),
+                                       "links": list(page.links)} for page in fetched])
+        touched = [{**common, "url": s.url, "depth": s.depth} for s in seen if not s.by_sitemap]
+        unchanged = [{**common, "url": s.url, "depth": s.depth} for s in seen if s.by_sitemap]
+        if touched:
+            cur.executemany(_TOUCH, touched)
+        if unchanged:
+            cur.executemany(_TOUCH_UNCHANGED, unchanged)
+        ledger.add_exclusions(cur, site, run_id, exclusions)
+        if withdrawn:
+            # After the upserts: a withdrawal wins over anything written for the URL in this batch.
+            cur.executemany(_PURGE, [{"site": site, "url": w.url, "rule": w.rule} for w in withdrawn])
+            urls = [w.url for w in withdrawn]
+            documents.erase_urls(cur, site, urls)
+            chunks.erase_urls(cur, site, urls)
+
+
+def previous_pages(conn: psycopg.Connection, site: str) -> dict[str, dict]:
+    """Stored pages with content: validators for conditional GET, fetch time for sitemap
+    lastmod, links to follow when a page is unchanged."""
+    rows = conn.execute(
+        """SELECT url, etag, last_modified, links, fetched_at FROM sitekb.pages
+           WHERE site = %s AND status = 200 AND body IS NOT NULL AND excluded_rule IS NULL""",
+        (site,),
+    ).fetchall()
+    return {url: {"etag": etag, "last_modified": lm, "links": links, "fetched_at": fetched}
+            for url, etag, lm, links, fetched in rows}
+
+
+@dataclass(frozen=True)
+class Kept:
+    url: str
+    body: str
+    content_type: str | None
+
+
+def kept_pages(conn: psycopg.Connection, site: str, run_id: str) -> Iterator[Kept]:
+    """The pages this run fetched or found unchanged and kept, with their bodies, streamed by URL."""
+    # A named (server-side) cursor streams the bodies; it needs a transaction.
+    with conn.transaction(), conn.cursor(name="pages_of_run") as cur:
+        cur.execute(
+            """SELECT url, body, content_type FROM sitekb.pages
+               WHERE site = %s AND last_run_id = %s AND status IN (200, 304)
+                 AND body IS NOT NULL AND excluded_rule IS NULL ORDER BY url""",
+            (site, run_id),
+        )
+        for url, body, content_type in cur:
+            yield Kept(url, body, content_type)
+
+
+def run_totals(conn: psycopg.Connection, site: str, run_id: str) -> dict:
+    """Pages this run saw: fine (2xx/3xx/304), failed (4xx/5xx), and all of them."""
+    ok, errors, seen = conn.execute(
+        """SELECT count(*) FILTER (WHERE status BETWEEN 200 AND 399 OR status = 304),
+                  count(*) FILTER (WHERE status >= 400 OR status = 0),
+                  count(*)
+           FROM sitekb.pages WHERE site = %s AND last_run_id = %s""",
+        (site, run_id),
+    ).fetchone()
+    return {"pages_ok": ok, "errors": errors, "pages_seen": seen}

@@ -1,0 +1,127 @@
+"""Runs (``sitekb.runs``): one row per refresh, with its effective config, its embedder and each stage's record.
+
+A run is started once per run id (a retried start task changes nothing), and
+it records the site config as resolved when it started, the embedder chosen
+then (provider, model, dimensions, tokenizer, server, key variable), and,
+stage by stage, what each stage did (``stages``: counts, decisions, seconds).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import dict_row
+
+from sitekb.errors import NotFound, SitekbError
+from sitekb.sites import SiteConfig
+
+
+@dataclass
+class Run:
+    """A run as every stage sees it."""
+
+    run_id: str
+    site: SiteConfig
+    params: dict = field(default_factory=dict)
+    embedding: dict = field(default_factory=dict)   # sitekb.embedding.EmbedderChoice as recorded
+    status: str = "running"
+
+
+def start(conn: psycopg.Connection, site: SiteConfig, run_id: str, params: dict, embedding: dict) -> Run:
+    """Record the run (or take up again one that has not succeeded) with its config and embedder.
+
+    A run that succeeded is finished: its snapshot may be live, and starting it
+    again would mark it running. That is refused.
+    """
+    with conn.transaction():
+        row = conn.execute(
+            """INSERT INTO sitekb.runs (run_id, site, params, config, config_hash, embedding)
+               VALUES (%s, %s, %s, %s, %s, %s)
+               ON CONFLICT (run_id) DO UPDATE SET status = 'running', error = NULL, finished_at = NULL,
+                   params = EXCLUDED.params, config = EXCLUDED.config, config_hash = EXCLUDED.config_hash,
+                   embedding = EXCLUDED.embedding
+               WHERE sitekb.runs.status <> 'succeeded' AND sitekb.runs.site = EXCLUDED.site
+               RETURNING run_id""",
+            (run_id, site.name, json.dumps(params), site.model_dump_json(), site.config_hash(),
+             json.dumps(embedding)),
+        ).fetchone()
+    if row is None:
+        existing = load(conn, run_id)
+        if existing.site.name != site.name:
+            raise SitekbError(f"run {run_id!r} belongs to site {existing.site.name!r}, not {site.name!r}")
+        raise SitekbError(f"run {run_id!r} of {site.name!r} already succeeded; start a new run to refresh again")
+    return Run(run_id, site, params, embedding)
+
+
+def load(conn: psycopg.Connection, run_id: str) -> Run:
+    row = conn.execute("SELECT config, params, embedding, status FROM sitekb.runs WHERE run_id = %s",
+                       (run_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"run {run_id!r} is unknown; a run is recorded by its start (`sitekb run SITE`)")
+    return Run(run_id, SiteConfig.model_validate(row[0]), row[1], row[2], row[3])
+
+
+def newest(conn: psycopg.Connection, site: str) -> str:
+    """The id of the site's most recent run."""
+    row = conn.execute("SELECT run_id FROM sitekb.runs WHERE site = %s ORDER BY started_at DESC, run_id DESC LIMIT 1",
+                       (site,)).fetchone()
+    if row is None:
+        raise NotFound(f"site {site!r} has no run yet; `sitekb run {site}` starts one")
+    return row[0]
+
+
+def started_since(conn: psycopg.Connection, site: str, since: datetime) -> str | None:
+    """The newest run of ``site`` started after ``since`` (the run an Airflow DAG run made)."""
+    row = conn.execute(
+        "SELECT run_id FROM sitekb.runs WHERE site = %s AND started_at > %s ORDER BY started_at DESC LIMIT 1",
+        (site, since),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def database_now(conn: psycopg.Connection) -> datetime:
+    return conn.execute("SELECT statement_timestamp()").fetchone()[0]
+
+
+def record_stage(conn: psycopg.Connection, run_id: str, name: str, record: dict) -> None:
+    """Store what a stage did under ``stages[name]`` (a re-run stage replaces its record)."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE sitekb.runs SET stages = stages || jsonb_build_object(%s::text, %s::jsonb) WHERE run_id = %s",
+            (name, json.dumps(record, default=str), run_id),
+        )
+
+
+def finish(conn: psycopg.Connection, run_id: str, status: str, error: str | None = None) -> None:
+    """End a run as succeeded or blocked (a failed gate)."""
+    with conn.transaction():
+        conn.execute("UPDATE sitekb.runs SET status = %s, error = %s, finished_at = now() WHERE run_id = %s",
+                     (status, error, run_id))
+
+
+def fail(conn: psycopg.Connection, run_id: str, error: BaseException | str) -> None:
+    """Mark a running run failed (a run the gate blocked stays blocked)."""
+    with conn.transaction():
+        conn.execute(
+            """UPDATE sitekb.runs SET status = 'failed', error = %s, finished_at = now()
+               WHERE run_id = %s AND status = 'running'""",
+            (str(error)[:4000], run_id),
+        )
+
+
+def summary(conn: psycopg.Connection, run_id: str) -> tuple[dict, dict | None]:
+    """The run's row and its snapshot's row (with the aliases pointing at it), for the run summary."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        run = cur.execute("SELECT * FROM sitekb.runs WHERE run_id = %s", (run_id,)).fetchone()
+        if run is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        snap = cur.execute(
+            """SELECT s.*, coalesce(array_agg(a.alias) FILTER (WHERE a.alias IS NOT NULL), '{}') AS aliases
+               FROM sitekb.snapshots s LEFT JOIN sitekb.aliases a USING (snapshot_id)
+               WHERE s.run_id = %s GROUP BY s.snapshot_id""",
+            (run_id,),
+        ).fetchone()
+    return run, snap

@@ -1,0 +1,3 @@
+-- Released in 0.1.0 with a faster sitekb_api.search and the helper
+-- sitekb.nearest_sql; functions now live in ../repeatable/ and this migration
+-- changes no table. The number stays so that version numbers keep their meaning.

@@ -1,0 +1,35 @@
+-- Who may use what, applied last whenever a migration or a repeatable script ran
+-- (sitekb/store/schema.py): a function or view that was dropped and created again
+-- has lost its grants.
+--
+-- A frontend logs in as sitekb_reader, a LOGIN role without a password (nobody
+-- can log in as it until the operator runs ALTER ROLE sitekb_reader PASSWORD '...').
+-- It may use the schema sitekb_api only: the SECURITY DEFINER functions and the
+-- owner-privileged views there show published snapshots and nothing else (never
+-- building, validated-only or rejected ones, never raw pages, documents or the
+-- quarantine), and it cannot write anything. It has no USAGE on schema sitekb,
+-- nor on the per-snapshot schemas sitekb_snap_<id>.
+
+REVOKE ALL ON SCHEMA sitekb_api FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA sitekb_api FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA sitekb FROM PUBLIC;
+
+-- Roles are cluster-wide: created once, granted per database.
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sitekb_reader') THEN
+        BEGIN
+            CREATE ROLE sitekb_reader LOGIN NOINHERIT NOCREATEDB NOCREATEROLE;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING 'sitekb: cannot create role sitekb_reader (needs CREATEROLE). Ask a DBA to run '
+                          '"CREATE ROLE sitekb_reader LOGIN" and then `sitekb db migrate` again';
+            RETURN;
+        END;
+    END IF;
+    GRANT USAGE ON SCHEMA sitekb_api TO sitekb_reader;
+    GRANT SELECT ON sitekb_api.snapshots, sitekb_api.aliases TO sitekb_reader;
+    GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA sitekb_api TO sitekb_reader;
+    -- The vector type is needed to pass a query embedding.
+    GRANT USAGE ON SCHEMA @extschema:vector@ TO sitekb_reader;
+END
+$do$;

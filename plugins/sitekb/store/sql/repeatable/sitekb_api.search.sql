@@ -1,0 +1,182 @@
+-- Top-k passages for a question: the one query path.
+--
+-- Frontends call it over SQL; the HTTP API, the CLI and the quality gate's golden
+-- questions call it too (sitekb/query.py), so what the gate tests is what
+-- frontends get. The snapshot is a site's alias (default production) or a pinned
+-- id, resolved by sitekb_api.resolve_snapshot. Modes: vector (needs
+-- query_embedding, from the snapshot's own model), keyword (needs query) or
+-- hybrid (needs both; reciprocal rank fusion of the two lists). Filters are
+-- optional: url_prefix, tags (any of), language (en matches en-GB),
+-- published_after / published_before (inclusive, documents with an ISO date only).
+--
+-- One fixed statement serves every mode, so a session plans it once per snapshot:
+-- it reads the unqualified view "chunks" of the snapshot's schema
+-- (sitekb_snap_<id>, made by the build) under a search path set here, and a
+-- cached plan is tied to the search path it was made under. The mode switches
+-- the legs on and off through one-time filters. The plan is forced generic:
+-- with LIMIT a parameter, PostgreSQL would otherwise judge a generic plan dearer
+-- than a custom one and plan every call anyway; the generic plan is the same
+-- HNSW (or GIN) index scan.
+--
+-- An answer comes entirely from one snapshot, even while an alias moves: the
+-- alias is read once, then one snapshot's view. If retention drops that snapshot
+-- in between, the alias is read again (up to three times).
+CREATE OR REPLACE FUNCTION sitekb_api.search(
+    site             text,
+    query            text    DEFAULT NULL,
+    query_embedding  vector  DEFAULT NULL,
+    k                integer DEFAULT 5,
+    mode             text    DEFAULT 'vector',
+    alias            text    DEFAULT 'production',
+    snapshot_id      bigint  DEFAULT NULL,
+    url_prefix       text    DEFAULT NULL,
+    tags             text[]  DEFAULT NULL,
+    language         text    DEFAULT NULL,
+    published_after  date    DEFAULT NULL,
+    published_before date    DEFAULT NULL
+) RETURNS SETOF sitekb_api.passage
+-- VOLATILE: a STABLE function sees the database as of the calling statement's start,
+-- so reading the alias again after retention dropped a snapshot would find the same one.
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema:vector@, pg_temp
+-- Recall@10 >= 0.95 at 100k chunks (tests/benchmarks/test_bench_snapshots.py). Every
+-- setting is restored when the function returns, whatever it set inside.
+SET hnsw.ef_search = 100
+SET hnsw.iterative_scan = 'off'
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+    -- Positional parameters below: the names above are for callers and would clash with columns.
+    v_mode     text    := coalesce($5, 'vector');
+    v_k        integer := coalesce($4, 5);
+    -- Hybrid fuses two candidate lists this deep; the other modes rank k directly.
+    v_depth    integer := CASE v_mode WHEN 'hybrid' THEN greatest(v_k, 50) ELSE v_k END;
+    v_prefix   text    := nullif($8, '');
+    v_tags     text[]  := CASE WHEN cardinality($9) > 0 THEN $9 END;
+    v_language text    := nullif(lower($10), '');
+    v_after    text    := to_char($11, 'YYYY-MM-DD');
+    v_before   text    := to_char($12, 'YYYY-MM-DD');
+    v_unfiltered boolean := num_nonnulls(v_prefix, v_tags, v_language, v_after, v_before) = 0;
+    v_tsquery  tsquery;
+    v_snap     record;  -- a sitekb_api.resolved_snapshot (a record, so attributes added later fit)
+    v_id       bigint;
+    -- The function's own search path (pg_catalog, the vector extension's schema, pg_temp).
+    v_path     text    := current_setting('search_path');
+BEGIN
+    IF v_mode NOT IN ('vector', 'keyword', 'hybrid') THEN
+        RAISE EXCEPTION 'unknown search mode %', v_mode
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'use vector, keyword or hybrid';
+    END IF;
+    IF v_k < 1 OR v_k > 100 THEN
+        RAISE EXCEPTION 'k must be between 1 and 100 (got %)', v_k USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_mode IN ('vector', 'hybrid') AND $3 IS NULL THEN
+        RAISE EXCEPTION '% search needs the query embedding', v_mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'embed the question with the snapshot''s model (sitekb_api.snapshots shows it), '
+                         'or use mode keyword';
+    END IF;
+    IF v_mode IN ('keyword', 'hybrid') AND coalesce(btrim($2), '') = '' THEN
+        RAISE EXCEPTION '% search needs the query text', v_mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- A question in plain words matches chunks with any of its words, best covered first
+    -- (requiring all of them finds nothing for most questions); quotes, "or" and -word
+    -- switch to web-search syntax for people who write queries.
+    IF v_mode IN ('keyword', 'hybrid') THEN
+        v_tsquery := CASE WHEN $2 ~* '"|(^|\s)-\w|\mor\M' THEN websearch_to_tsquery('english', $2)
+                          ELSE replace(plainto_tsquery('english', $2)::text, ' & ', ' | ')::tsquery END;
+    END IF;
+    IF v_mode <> 'keyword' AND v_depth > 50 THEN
+        -- A deeper list needs a wider beam than the default 100 to stay accurate.
+        PERFORM set_config('hnsw.ef_search', least(1000, 2 * v_depth)::text, true);
+    END IF;
+    IF NOT v_unfiltered THEN
+        -- Iterative index scans keep a filtered vector search from coming back short; they
+        -- cost ~50% more on an unfiltered one, so only here. relaxed_order may return rows
+        -- slightly out of order: the statement sorts them again.
+        PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
+    END IF;
+
+    FOR attempt IN 1..3 LOOP
+        v_snap := sitekb_api.resolve_snapshot($1, $6, $7);
+        v_id := v_snap.snapshot_id;
+        IF $3 IS NOT NULL AND vector_dims($3) <> v_snap.dimensions THEN
+            RAISE EXCEPTION 'query_embedding has % dimensions; snapshot % was embedded with %:% (% dimensions)',
+                vector_dims($3), v_id, v_snap.embedding_provider, v_snap.embedding_model, v_snap.dimensions
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'embed the question with the snapshot''s own model';
+        END IF;
+        -- "chunks" is the snapshot's view, or sitekb_snap_gone's, which raises SKB01.
+        PERFORM set_config('search_path',
+                           format('pg_catalog, %I, sitekb_snap_gone, %s', 'sitekb_snap_' || v_id, v_path), true);
+        BEGIN
+            RETURN QUERY
+                WITH candidates AS NOT MATERIALIZED (
+                         SELECT t.chunk_id, t.url, t.title, t.heading_path, t.content, t.language, t.tags,
+                                t.published, t.embedding, t.tsv
+                         FROM chunks t
+                         -- "v_unfiltered OR": the generic plan cannot know which filters are
+                         -- unset and judges five of them to leave a single row, which makes a
+                         -- sequential scan look cheaper than the HNSW index; a flag that may be
+                         -- true keeps the estimate at half the rows, and the index.
+                         WHERE v_unfiltered
+                            OR ((v_prefix IS NULL OR starts_with(t.url, v_prefix))
+                                AND (v_tags IS NULL OR t.tags && v_tags)
+                                AND (v_language IS NULL OR lower(t.language) = v_language
+                                     OR starts_with(lower(t.language), v_language || '-'))
+                                AND (v_after IS NULL
+                                     OR (t.published ~ '^\d{4}-\d{2}-\d{2}' AND left(t.published, 10) >= v_after))
+                                AND (v_before IS NULL
+                                     OR (t.published ~ '^\d{4}-\d{2}-\d{2}' AND left(t.published, 10) <= v_before)))),
+                     -- The nearest chunks by cosine distance (HNSW).
+                     nearest AS MATERIALIZED (
+                         SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags, c.published,
+                                c.embedding <=> $3 AS distance
+                         FROM candidates c WHERE v_mode <> 'keyword'
+                         ORDER BY c.embedding <=> $3 LIMIT v_depth),
+                     -- Full-text matches by cover density (GIN; title A, headings B, text C).
+                     matching AS MATERIALIZED (
+                         SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags, c.published,
+                                ts_rank_cd(c.tsv, v_tsquery)::float8 AS relevance
+                         FROM candidates c WHERE v_mode <> 'vector' AND c.tsv @@ v_tsquery
+                         ORDER BY relevance DESC, c.chunk_id LIMIT v_depth),
+                     ranked AS (
+                         SELECT coalesce(n.chunk_id, m.chunk_id) AS chunk_id, coalesce(n.url, m.url) AS url,
+                                coalesce(n.title, m.title) AS title,
+                                coalesce(n.heading_path, m.heading_path) AS heading_path,
+                                coalesce(n.content, m.content) AS content, coalesce(n.language, m.language) AS language,
+                                coalesce(n.tags, m.tags) AS tags, coalesce(n.published, m.published) AS published,
+                                CASE v_mode
+                                    WHEN 'vector' THEN 1 - n.distance
+                                    WHEN 'keyword' THEN m.relevance
+                                    -- Reciprocal rank fusion (k = 60, Cormack et al.) of both lists.
+                                    ELSE coalesce(1.0 / (60 + n.r), 0)::float8 + coalesce(1.0 / (60 + m.r), 0)::float8
+                                END AS score
+                         FROM (SELECT *, row_number() OVER (ORDER BY distance, chunk_id) AS r FROM nearest) n
+                         FULL JOIN (SELECT *, row_number() OVER (ORDER BY relevance DESC, chunk_id) AS r
+                                    FROM matching) m ON m.chunk_id = n.chunk_id)
+                SELECT v_id, (row_number() OVER (ORDER BY r.score DESC, r.chunk_id))::integer, r.chunk_id, r.url,
+                       r.title, r.heading_path, r.content, r.score, r.language, r.tags, r.published
+                FROM ranked r
+                ORDER BY r.score DESC, r.chunk_id LIMIT v_k;
+            RETURN;
+        EXCEPTION
+            WHEN SQLSTATE 'SKB01' OR undefined_table THEN
+                -- Retention dropped the snapshot between reading the alias and reading it:
+                -- read the alias again. A snapshot whose table stays but whose view is
+                -- missing is a repair for `sitekb db migrate` (sitekb.ensure_search_views).
+                IF to_regclass(format('%I.%I', 'sitekb_snapshots', v_snap.table_name)) IS NOT NULL THEN
+                    RAISE EXCEPTION 'snapshot % has no search view', v_id
+                        USING ERRCODE = 'no_data_found',
+                              HINT = 'it was built by an older sitekb, or its view was dropped: '
+                                     'run `sitekb db migrate` to give it one';
+                END IF;
+                IF attempt = 3 OR $7 IS NOT NULL THEN
+                    RAISE EXCEPTION 'snapshot % is no longer available', v_id
+                        USING ERRCODE = 'no_data_found', HINT = 'it was retired; query an alias instead';
+                END IF;
+        END;
+    END LOOP;
+END
+$fn$;

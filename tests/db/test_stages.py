@@ -1,0 +1,174 @@
+"""The stages through the engine: every stage can run twice (a retried task leaves the same rows and
+pays nothing twice), a failure leaves the published snapshot alone, a partial rerun takes up a run
+where it stopped, and every stage says what it did."""
+
+from __future__ import annotations
+
+import pytest
+
+from sitekb import engine, stages
+from sitekb.errors import QualityGateFailed, SitekbError
+from sitekb.store import snapshots
+
+PAGES = ("lead-scoring-fundamentals", "utm-governance", "mql-vs-sql")
+
+
+@pytest.fixture
+def small_site(demo_config):
+    """Three demo articles, no link following: a few chunks, seconds to embed."""
+    data = demo_config.model_dump(mode="json")
+    data["start_urls"] = [demo_config.absolute(f"/articles/{slug}.html") for slug in PAGES]
+    data["crawl"].update(sitemaps=[], include_patterns=[rf"/articles/({'|'.join(PAGES)})\.html$"])
+    data["golden_questions"] = [{"question": "How many points does a demo request add to a lead score?",
+                                 "expected_url": "/articles/lead-scoring-fundamentals.html"}]
+    return type(demo_config).model_validate(data)
+
+
+def _count(conn, table: str, run_id: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM sitekb.{table} WHERE run_id = %s", (run_id,)).fetchone()[0]
+
+
+def _twice(conn, settings, database_url, name: str) -> dict:
+    """Run a stage of run "twice" two times, as a retried task would; return the second counts."""
+    for _ in range(2):
+        result = engine.execute(stages.get(name), engine.context(conn, settings, database_url, "twice"))
+    return result.counts
+
+
+def test_each_stage_twice_gives_the_same_result(conn, database_url, settings, small_site):
+    engine.start(conn, settings, small_site, "twice", {})
+    engine.start(conn, settings, small_site, "twice", {})  # a retried start is harmless
+    assert _twice(conn, settings, database_url, "crawl")["pages"] == 3
+    for name in ("extract", "validate", "chunk"):
+        chunk = _twice(conn, settings, database_url, name)
+    assert _count(conn, "documents", "twice") == 3
+    assert _count(conn, "chunks", "twice") == chunk["chunks"] > 3
+    ctx = engine.context(conn, settings, database_url, "twice")
+    first = engine.execute(stages.get("embed"), ctx).counts
+    again = engine.execute(stages.get("embed"), ctx).counts
+    assert first["embedded"] == chunk["chunks"] and again["embedded"] == 0 and again["requests"] == 0
+    built = [engine.execute(stages.get("build"), ctx).counts for _ in range(2)]
+    assert built[0]["snapshot_id"] == built[1]["snapshot_id"]
+    assert built[1]["chunks"] == chunk["chunks"]
+    engine.execute(stages.get("evaluate"), ctx)
+    published = [engine.execute(stages.get("publish"), ctx).counts for _ in range(2)]
+    assert published[1]["snapshot_id"] == published[0]["snapshot_id"]
+    assert published[1]["previous"] == published[0]["snapshot_id"]  # second publish is a no-op move
+    assert conn.execute("SELECT count(*) FROM sitekb.alias_events").fetchone()[0] == 1
+    snap = snapshots.resolve(conn, small_site.name)
+    assert snap.state == "published" and snap.counts["chunks"] == chunk["chunks"]
+
+
+def test_a_gutted_crawl_is_rejected_and_the_live_snapshot_stays(conn, database_url, settings, small_site):
+    live_run = engine.refresh(settings, small_site, run_id="good")
+    live = snapshots.resolve(conn, small_site.name)
+    data = small_site.model_dump(mode="json")
+    data["start_urls"] = data["start_urls"][1:2]  # the site "lost" two of its three pages
+    gutted = type(small_site).model_validate(data)
+    with pytest.raises(QualityGateFailed) as err:
+        engine.refresh(settings, gutted, run_id="bad")
+    message = str(err.value)
+    assert "documents_drop" in message and "67%" in message and "live snapshot is unchanged" in message
+    assert "golden_questions" in message
+    assert snapshots.resolve(conn, small_site.name).snapshot_id == live.snapshot_id
+    rejected = snapshots.for_run(conn, "bad")
+    assert rejected.state == "rejected"
+    assert {r["check"] for r in rejected.reasons} >= {"documents_drop", "golden_questions"}
+    status = conn.execute("SELECT status FROM sitekb.runs WHERE run_id = 'bad'").fetchone()[0]
+    assert status == "blocked" and live_run == "good"
+
+
+def test_publish_keeps_the_documents_of_the_newest_runs_and_kept_snapshots_only(conn, database_url, settings,
+                                                                                small_site):
+    data = small_site.model_dump(mode="json")
+    data["keep_snapshots"] = 2
+    site = type(small_site).model_validate(data)
+
+    def documents():
+        return {r[0]: r[1] for r in conn.execute(
+            "SELECT run_id, count(*) FROM sitekb.documents WHERE site = %s GROUP BY run_id", (site.name,))}
+
+    engine.refresh(settings, site, run_id="r1")
+    snapshots.set_pinned(conn, snapshots.for_run(conn, "r1").snapshot_id, True)   # kept by retention
+    for run_id in ("r2", "r3"):
+        engine.refresh(settings, site, run_id=run_id)
+    assert documents() == {"r1": 3, "r2": 3, "r3": 3}           # r1 is past the newest two, but pinned
+    # A failed run counts as a run, but cannot push out the documents of a kept snapshot.
+    with conn.transaction():
+        conn.execute("INSERT INTO sitekb.runs (run_id, site, status, finished_at) "
+                     "VALUES ('failed', %s, 'failed', now())", (site.name,))
+    engine.refresh(settings, site, run_id="r4")
+    # Newest runs besides r4: failed, r3, r2, r1. The failed run fills the window's one other
+    # place; r3's snapshot (among the newest two) and r1's (pinned) are kept, so their documents
+    # stay; r2's snapshot was retired by this publish, and its documents go.
+    assert documents() == {"r1": 3, "r3": 3, "r4": 3}
+    assert {r[0] for r in conn.execute("SELECT run_id FROM sitekb.runs")} >= {"r1", "r2", "r3", "r4"}   # history
+    stats = conn.execute("SELECT stages->'publish' FROM sitekb.runs WHERE run_id = 'r4'").fetchone()[0]
+    assert stats["old_documents_dropped"] == 3
+
+
+def test_a_blocked_run_is_taken_up_from_evaluate_with_the_config_as_it_is_now(conn, settings, small_site):
+    engine.refresh(settings, small_site, run_id="first")
+    data = small_site.model_dump(mode="json")
+    data["start_urls"] = data["start_urls"][:1]
+    data["crawl"]["include_patterns"] = [r"/articles/lead-scoring-fundamentals\.html$"]
+    narrowed = type(small_site).model_validate(data)
+    with pytest.raises(QualityGateFailed):
+        engine.refresh(settings, narrowed, run_id="narrow")
+    assert snapshots.for_run(conn, "narrow").state == "rejected"
+    # The content owner accepts the smaller site: the thresholds change, nothing is crawled again.
+    data["quality"] = {"max_page_drop": 1.0, "max_document_drop": 1.0, "max_chunk_drop": 1.0}
+    accepted = type(small_site).model_validate(data)
+    crawled = conn.execute("SELECT stages->'crawl'->>'requests' FROM sitekb.runs WHERE run_id = 'narrow'").fetchone()
+    assert engine.rerun(settings, accepted, "evaluate") == "narrow"
+    row = conn.execute("SELECT status, stages->'crawl'->>'requests', config_hash FROM sitekb.runs "
+                       "WHERE run_id = 'narrow'").fetchone()
+    assert row == ("succeeded", crawled[0], accepted.config_hash())
+    assert snapshots.resolve(conn, small_site.name).run_id == "narrow"
+    with pytest.raises(SitekbError, match="already succeeded"):
+        engine.rerun(settings, accepted, "publish")
+
+
+def test_the_build_records_the_embedder_the_run_chose_when_it_started(conn, database_url, settings, small_site):
+    run_id = engine.refresh(settings, small_site, run_id="chosen")
+    choice = conn.execute("SELECT embedding FROM sitekb.runs WHERE run_id = %s", (run_id,)).fetchone()[0]
+    assert (choice["provider"], choice["model"], choice["dimensions"]) == ("local", "all-MiniLM-L6-v2", 384)
+    snap = snapshots.for_run(conn, run_id)
+    assert (snap.embedding_model, snap.dimensions, snap.tokenizer) == (choice["model"], 384, choice["tokenizer"])
+    # A later task of the run builds with what the run recorded, not with what it would choose now.
+    with conn.transaction():
+        conn.execute("INSERT INTO sitekb.runs (run_id, site, config, embedding) SELECT 'copy', site, config, "
+                     "embedding || '{\"tokenizer\": \"as-recorded\"}' FROM sitekb.runs WHERE run_id = %s", (run_id,))
+        conn.execute("INSERT INTO sitekb.chunks SELECT 'copy', chunk_id, site, url, seq, heading_path, text, "
+                     "embed_text, text_hash, token_count FROM sitekb.chunks WHERE run_id = %s", (run_id,))
+        conn.execute("INSERT INTO sitekb.documents (run_id, site, url, content_hash, title, markdown, word_count) "
+                     "SELECT 'copy', site, url, content_hash, title, markdown, word_count FROM sitekb.documents "
+                     "WHERE run_id = %s AND status = 'accepted'", (run_id,))
+    engine.execute(stages.get("build"), engine.context(conn, settings, database_url, "copy"))
+    assert snapshots.for_run(conn, "copy").tokenizer == "as-recorded"
+
+
+def test_every_stage_logs_what_it_did(conn, settings, small_site, caplog):
+    caplog.set_level("INFO", logger="sitekb")
+    engine.refresh(settings, small_site, run_id="logged")
+    done = [r.getMessage() for r in caplog.records if r.name == "sitekb.engine" and "(" in r.getMessage()
+            and not r.getMessage().endswith("...")]
+    assert [m.split("]")[0].lstrip("[") for m in done if m.startswith("[")] == list(stages.NAMES)
+    text = "\n".join(done)
+    assert "3 pages" in text and "3 of 3 documents accepted" in text and "texts embedded" in text
+    assert "passed the gate; golden 1/1" in text and "production -> snapshot" in text
+    stored = conn.execute("SELECT stages FROM sitekb.runs WHERE run_id = 'logged'").fetchone()[0]
+    assert set(stored) == set(stages.NAMES)
+    assert all(stored[name]["seconds"] >= 0 for name in stages.NAMES)
+
+
+def test_a_dry_run_reports_the_bill_and_keeps_no_staged_rows(conn, settings, small_site):
+    result = engine.dry_run(settings, small_site)
+    assert result["pages"] == 3 and result["documents"] == 3 and result["chunks"] > 3
+    assert result["texts_to_embed"] == result["chunks"] and result["estimated_usd"] == 0
+    run_id, status, stages_done = conn.execute(
+        "SELECT run_id, status, stages FROM sitekb.runs WHERE params->>'dry_run' = 'true'").fetchone()
+    assert status == "succeeded" and set(stages_done) == set(stages.DRY_RUN)
+    assert _count(conn, "documents", run_id) == _count(conn, "chunks", run_id) == 0
+    assert conn.execute("SELECT count(*) FROM sitekb.embedding_cache").fetchone()[0] == 0
+    assert snapshots.for_run(conn, run_id) is None
