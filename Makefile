@@ -10,12 +10,13 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install run test bench serve airflow db-start db-stop clean help
+.PHONY: install run test bench bench-peers serve airflow db-start db-stop clean help
 
 help:
 	@echo "make run    - set up, run the sitekb_refresh DAG on the demo site, print the snapshot and a search"
 	@echo "make test   - set up and run the whole test suite"
 	@echo "make bench  - run the benchmarks (tests/benchmarks), results in bench-results/"
+	@echo "make bench-peers - install the peers the snapshot benchmark compares with (llama-index, langchain)"
 	@echo "make serve  - start the HTTP API on 127.0.0.1:8000"
 	@echo "make airflow - start Airflow (standalone) with the sitekb DAGs on 127.0.0.1:8080"
 	@echo "make clean  - remove the virtual environment and local state (.sitekb/)"
@@ -36,6 +37,12 @@ test: install
 
 bench: install
 	$(BIN)/python -m pytest tests/benchmarks -q -p no:cacheprovider --timeout=3600 -o addopts="" -s
+
+# langchain-postgres pins pgvector<0.4 while sitekb needs 0.5: it is installed without its pins.
+bench-peers: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet --no-deps 'langchain-postgres>=0.0.15'
+	$(BIN)/python -m pip install --quiet 'langchain-core>=0.3' 'pgvector>=0.5,<0.6'
 
 serve: install
 	$(BIN)/sitekb serve

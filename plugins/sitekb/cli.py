@@ -19,8 +19,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from sitekb import __version__
 from sitekb.commands import connect
@@ -80,10 +80,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
             run_id = run_dag(config, args.site or config.name, settings, origin=origin, alias=args.alias,
                              full_recrawl=args.full)
-        elif args.from_stage:
-            run_id = engine.rerun(settings, config, args.from_stage, run_id=args.run_id)
         else:
-            run_id = engine.refresh(settings, config, alias=args.alias, full_recrawl=args.full)
+            with _progress_bar() as progress:
+                if args.from_stage:
+                    run_id = engine.rerun(settings, config, args.from_stage, run_id=args.run_id, progress=progress)
+                else:
+                    run_id = engine.refresh(settings, config, alias=args.alias, full_recrawl=args.full,
+                                            progress=progress)
         with connect(settings) as conn:
             summary = report.run_summary(conn, run_id)
             summary["wall_seconds"] = round(time.time() - started, 2)
@@ -101,6 +104,26 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 print()
                 print(report.format_passages(result.passages, args.question or DEFAULT_QUESTION))
     return 0 if summary["status"] == "succeeded" else 1
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar of the long stages on a terminal; nothing when stderr is a file or a pipe (logs)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bars: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        def advance(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task(stage, total=total)
+            progress.update(bars[stage], completed=done, total=total)
+
+        yield advance
 
 
 # -- db ---------------------------------------------------------------------
@@ -243,9 +266,19 @@ class _LogFormat(logging.Formatter):
         return super().format(record)
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of writing (a progress bar redirects it above itself)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str) -> None:
     """sitekb's logs at ``level`` on stderr; other libraries' warnings and errors only (whatever level they set)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_Stderr())
     handler.setFormatter(_LogFormat("%(asctime)s %(short)s: %(message)s", "%H:%M:%S"))
     handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.name.split(".")[0] == "sitekb")
     root = logging.getLogger()

@@ -37,7 +37,7 @@ import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -300,13 +300,14 @@ def _embed_batch(embedder: Embedder, texts: list[str], counts: list[int]) -> tup
 
 
 def embed_run(conn: psycopg.Connection, run_id: str, embedder: Embedder, batch_size: int | None = None, *,
-              budget_usd: float | None = None) -> EmbedResult:
+              budget_usd: float | None = None, progress: Callable[[int, int], None] | None = None) -> EmbedResult:
     """Embed every distinct text of the run that the cache lacks; commit each request's vectors as it returns.
 
     Up to ``embedder.concurrency`` requests are in flight. If one fails, the
     others in flight are still awaited and stored (they are paid for), then
     the error is raised. With a budget, no request is sent that would take
-    the run's spend past it (BudgetExceeded).
+    the run's spend past it (BudgetExceeded). Progress is logged every ten
+    seconds, and ``progress(done, total)`` hears of every stored request.
     """
     started = time.monotonic()
     total = cache.distinct_texts(conn, run_id)
@@ -345,6 +346,8 @@ def embed_run(conn: psycopg.Connection, run_id: str, embedder: Embedder, batch_s
         result.requests += 1
         result.tokens += tokens
         result.usd += cost(tokens)
+        if progress is not None:
+            progress(result.embedded, len(todo))
         if time.monotonic() - last_log > 10:
             last_log = time.monotonic()
             log.info("embedding: %d/%d texts done (%d requests)", result.embedded, len(todo), result.requests)

@@ -68,20 +68,25 @@ def execute(stage: Stage, ctx: RunContext) -> StageResult:
 
 
 def refresh(settings: Settings, site: SiteConfig, *, run_id: str | None = None, alias: str = DEFAULT_ALIAS,
-            full_recrawl: bool = False, actor: str | None = None) -> str:
-    """One whole refresh in this process; return the run id. Raises a SitekbError on failure."""
+            full_recrawl: bool = False, actor: str | None = None,
+            progress: Callable[[str, int, int], None] | None = None) -> str:
+    """One whole refresh in this process; return the run id. Raises a SitekbError on failure.
+
+    ``progress(stage, done, total)`` hears how far a long stage has come (the CLI draws it on a terminal).
+    """
     params = {"alias": alias, "full_recrawl": full_recrawl, **({"actor": actor} if actor else {})}
     url = store.database_url(settings)
     with store.connection(url) as conn:
         store.migrate(conn)
         run = start(conn, settings, site, run_id or new_run_id(site.name), params)
-        ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn)
+        ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn, progress=progress)
         _prewarm(ctx)
         _run_plan(ctx, stages.STAGES)
     return run.run_id
 
 
-def rerun(settings: Settings, site: SiteConfig, from_stage: str, *, run_id: str | None = None) -> str:
+def rerun(settings: Settings, site: SiteConfig, from_stage: str, *, run_id: str | None = None,
+          progress: Callable[[str, int, int], None] | None = None) -> str:
     """Run ``from_stage`` and every stage after it again, for the site's newest run (or ``run_id``).
 
     The earlier stages keep their output. The run takes up the site config as it
@@ -96,11 +101,14 @@ def rerun(settings: Settings, site: SiteConfig, from_stage: str, *, run_id: str 
         before = runs.load(conn, run_id)
         if before.site.name != site.name:
             raise SitekbError(f"run {run_id!r} belongs to site {before.site.name!r}, not {site.name!r}")
+        if before.params.get("dry_run"):
+            raise SitekbError(f"run {run_id!r} was a dry run and kept nothing to take up; "
+                              f"`sitekb run {site.name}` starts a real one")
         run = start(conn, settings, site, run_id, before.params)
         if before.site.config_hash() != site.config_hash():
             log.info("run %s takes up the site config as it is now (%s, was %s)", run_id, site.config_hash(),
                      before.site.config_hash())
-        ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn)
+        ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn, progress=progress)
         _run_plan(ctx, plan)
     return run_id
 

@@ -139,7 +139,7 @@ def _langchain(url: str, rows, vectors) -> float | str:
         from langchain_core.embeddings import Embeddings
         from langchain_postgres import PGEngine, PGVectorStore
     except ImportError as exc:
-        return f"not installed ({exc.name}); pip install 'sitekb[bench]'"
+        return f"not installed ({exc.name}); make bench-peers"
 
     class Precomputed(Embeddings):  # never called: the rows come with their vectors
         def embed_documents(self, texts):
@@ -164,7 +164,7 @@ def _llama_index(url: str, rows, vectors, hybrid: bool = False) -> float | str:
         from llama_index.core.schema import TextNode
         from llama_index.vector_stores.postgres import PGVectorStore
     except ImportError as exc:
-        return f"not installed ({exc.name}); pip install 'sitekb[bench]'"
+        return f"not installed ({exc.name}); make bench-peers"
     vector_store = PGVectorStore(
         connection_string=url.replace("postgresql://", "postgresql+psycopg://", 1),
         async_connection_string=url.replace("postgresql://", "postgresql+psycopg_async://", 1),

@@ -167,3 +167,28 @@ def test_robots_txt_not_obeyed_still_gives_sitemaps_and_a_broken_tdmrep_is_count
     fetched = {url for url, row in result.pages.items() if row["body"]}
     assert {"/private/x.html", "/only-in-sitemap.html"} <= fetched
     assert result.stats["bad_input"] == {"tdmrep_broken": 1}
+
+
+def test_the_crawler_gets_its_job_in_a_private_file_not_on_its_command_line(web, crawl, database_url, monkeypatch):
+    """The database URL (with its password) never shows in a process list; the job file is the user's own."""
+    import os
+    import stat
+    import subprocess as real_subprocess
+
+    from sitekb.stages import crawl as crawl_stage
+
+    seen = []
+    real_run = real_subprocess.run
+
+    def spy(command, **kwargs):
+        job = command[command.index("--job") + 1]
+        seen.append((list(command), stat.S_IMODE(os.stat(job).st_mode), json.loads(open(job).read())))
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(crawl_stage.subprocess, "run", spy)
+    linked_site(web, RULES)
+    result = crawl(site_config(web.base_url), "job-1")
+    assert result.stats["fetched"] == 3
+    (command, mode, job), = seen
+    assert database_url not in " ".join(command) and mode == 0o600
+    assert job["database_url"] == database_url and job["run_id"] == "job-1" and job["site"]["name"] == "fixture"

@@ -216,7 +216,9 @@ def test_embed_run_on_the_local_model_fills_the_same_cache(conn):
     embedder = get_embedder("local", None, batch_size=4)
     embedder.prewarm()  # what the engine does while the crawl runs
     embedder.prewarm()  # harmless twice
-    result = embed_run(conn, "local", embedder)
+    told: list[tuple[int, int]] = []
+    result = embed_run(conn, "local", embedder, progress=lambda done, total: told.append((done, total)))
+    assert told == [(min(4 * n, result.total), result.total) for n in range(1, result.requests + 1)]
     assert embedder.loaded and embedder.load_seconds() > 0
     assert 0 <= result.model_load_seconds <= embedder.load_seconds() + 1
     assert result.embedded == result.total > 4 and result.requests == -(-result.total // 4)

@@ -235,9 +235,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_sitekb_serve_command_binds_to_loopback(kb, tmp_path):
+def _reader_sessions(admin_url: str) -> int:
+    with store.connection(admin_url) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'sitekb_reader'").fetchone()[0]
+
+
+def test_sitekb_serve_command_binds_to_loopback_and_reads_as_the_api_role(kb, tmp_path):
     port = _free_port()
-    env = dict(os.environ, SITEKB_DATABASE_URL=kb["admin_url"], SITEKB_HOME=str(tmp_path))
+    before = _reader_sessions(kb["admin_url"])
+    # The command migrates as the owner (SITEKB_DATABASE_URL) and serves as SITEKB_API_DATABASE_URL.
+    env = dict(os.environ, SITEKB_DATABASE_URL=kb["admin_url"], SITEKB_API_DATABASE_URL=kb["reader_url"],
+               SITEKB_HOME=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "sitekb.cli", "serve", "--port", str(port), "--log-level",
                              "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -252,6 +260,7 @@ def test_sitekb_serve_command_binds_to_loopback(kb, tmp_path):
         else:
             raise AssertionError("sitekb serve did not answer")
         assert status == 200 and ready["status"] == "ready"
+        assert _reader_sessions(kb["admin_url"]) > before
         if shutil.which("ss"):
             listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
             assert listening.split()[3] == f"127.0.0.1:{port}"   # local address column

@@ -172,3 +172,5 @@ def test_a_dry_run_reports_the_bill_and_keeps_no_staged_rows(conn, settings, sma
     assert _count(conn, "documents", run_id) == _count(conn, "chunks", run_id) == 0
     assert conn.execute("SELECT count(*) FROM sitekb.embedding_cache").fetchone()[0] == 0
     assert snapshots.for_run(conn, run_id) is None
+    with pytest.raises(SitekbError, match="was a dry run"):
+        engine.rerun(settings, small_site, "embed")     # the newest run of the site is the dry run

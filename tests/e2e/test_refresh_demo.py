@@ -99,6 +99,16 @@ def test_second_run_reuses_every_embedding(first_run, env, demo_site):
     assert second["diff"]["added"] == second["diff"]["removed"] == second["diff"]["changed"] == 0
 
 
+def test_the_run_logs_each_stage_and_a_finished_run_is_not_taken_up_again(first_run, env, demo_site):
+    result = sitekb("run", "demo", "--start-url", demo_site.base_url, "--question", "", env=env)
+    logged = [line for line in result.stderr.splitlines() if "engine: [" in line and not line.endswith("...")]
+    assert [line.split("[", 1)[1].split("]")[0] for line in logged] == [
+        "crawl", "extract", "validate", "chunk", "embed", "build", "evaluate", "publish"]
+    assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr
+    refused = sitekb("run", "demo", "--start-url", demo_site.base_url, "--from", "evaluate", env=env, check=False)
+    assert refused.returncode == 1 and "already succeeded" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_unreachable_site_fails_clearly_and_keeps_the_live_snapshot(first_run, env):
     before = json.loads(sitekb("snapshots", "list", "--site", "demo", "--json", env=env).stdout)
     live = [s["snapshot_id"] for s in before if "production" in s["aliases"]]

@@ -1,4 +1,4 @@
-"""Subcommand families of the `sitekb` CLI, one module each (see cli.EXTRA_COMMANDS).
+"""Subcommand families of the `sitekb` CLI, one module each (registered by cli.build_parser).
 
 A command parses its arguments, calls the library with the settings the CLI
 resolved once, and formats what comes back; it holds no SQL. The helpers

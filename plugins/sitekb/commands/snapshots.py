@@ -162,10 +162,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("`sitekb serve` needs the serve extra: pip install 'sitekb[serve]'") from None
     from sitekb import api, store
 
-    database_url = settings.api_database_url or store.database_url(settings)
-    with store.connection(database_url) as conn:
+    # Migrate as the owner; serve with SITEKB_API_DATABASE_URL (the reader role, say) when it is set.
+    owner_url = store.database_url(settings)
+    with store.connection(owner_url) as conn:
         store.migrate(conn)
-    app = api.create_app(settings, database_url=database_url, api_keys=[*settings.api_keys, *(args.api_key or [])])
+    app = api.create_app(settings, database_url=settings.api_database_url or owner_url,
+                         api_keys=[*settings.api_keys, *(args.api_key or [])])
     print(f"sitekb API and search page on http://{args.host}:{args.port}/ "
           f"(OpenAPI at /openapi.json{'; API keys required' if app.state.api_keys else ''})", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.server_log_level)

@@ -51,6 +51,8 @@ def airflow_env(settings: Settings, database_url: str) -> dict[str, str]:
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         # INFO: what each stage did is the point of a task log (only sitekb's lines are passed on).
         "AIRFLOW__LOGGING__LOGGING_LEVEL": settings.environment.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+        # Deprecation notices of Airflow's own dependencies are no news to a sitekb operator.
+        "PYTHONWARNINGS": settings.environment.get("PYTHONWARNINGS", "ignore::DeprecationWarning"),
         "SITEKB_DATABASE_URL": database_url,
         "SITEKB_HOME": str(settings.home),
         # `airflow` starts helpers as subprocesses; they must find this environment's binaries.

@@ -40,6 +40,8 @@ class RunContext:
     settings: Settings
     database_url: str
     conn: psycopg.Connection
+    # Told (stage, done, total) as a long stage advances; a terminal draws it, a log needs nothing.
+    progress: Callable[[str, int, int], None] | None = None
 
     @property
     def run_id(self) -> str:
@@ -56,6 +58,11 @@ class RunContext:
     @property
     def home(self) -> Path:
         return self.settings.home
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        """Tell whoever watches how far a long stage has come."""
+        if self.progress is not None:
+            self.progress(stage, done, total)
 
     @cached_property
     def choice(self) -> "EmbedderChoice":

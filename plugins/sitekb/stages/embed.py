@@ -35,7 +35,8 @@ def run(ctx: RunContext) -> StageResult:
                            summary=f"dry run: {estimate['texts_to_embed']} texts would be embedded, "
                                    f"${estimate['estimated_usd']:.4f}")
     check_budget(estimate, budget)  # before any request
-    result = embed_run(ctx.conn, ctx.run_id, embedder, batch_size=ctx.site.embedding.batch_size, budget_usd=budget)
+    result = embed_run(ctx.conn, ctx.run_id, embedder, batch_size=ctx.site.embedding.batch_size, budget_usd=budget,
+                       progress=lambda done, total: ctx.report("embed", done, total))
     return StageResult(
         counts={"chunks": result.total, "reused": result.reused, "embedded": result.embedded,
                 "requests": result.requests, **identity, "tokens_embedded": result.tokens,

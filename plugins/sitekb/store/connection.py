@@ -69,6 +69,14 @@ def connection(url: str) -> Iterator[psycopg.Connection]:
         conn.close()
 
 
+def delete_or_count(conn: psycopg.Connection, from_where: str, params: dict, *, dry_run: bool) -> int:
+    """Delete the rows of ``FROM <from_where>`` in one transaction, or with ``dry_run`` only count them."""
+    verb = "SELECT count(*) FROM" if dry_run else "DELETE FROM"
+    with conn.transaction():
+        result = conn.execute(f"{verb} {from_where}", params)
+        return result.fetchone()[0] if dry_run else result.rowcount
+
+
 def server_version(conn: psycopg.Connection) -> str:
     """The server's PostgreSQL version, as it reports it."""
     return conn.execute("SHOW server_version").fetchone()[0]

@@ -17,6 +17,8 @@ import psycopg
 from pgvector import Vector
 from psycopg.rows import dict_row
 
+from sitekb.store.connection import delete_or_count
+
 
 @dataclass(frozen=True)
 class Spend:
@@ -132,12 +134,7 @@ def cache_by_model(conn: psycopg.Connection) -> list[dict]:
 
 def prune(conn: psycopg.Connection, older_than_days: int, *, dry_run: bool = False) -> int:
     """Delete (or with ``dry_run`` count) cached vectors no staged chunk uses, older than the grace period."""
-    verb = "SELECT count(*) FROM" if dry_run else "DELETE FROM"
-    with conn.transaction():
-        result = conn.execute(
-            f"""{verb} sitekb.embedding_cache e
-                WHERE e.created_at < now() - make_interval(days => %(days)s)
-                  AND NOT EXISTS (SELECT 1 FROM sitekb.chunks c WHERE c.text_hash = e.text_hash)""",
-            {"days": older_than_days},
-        )
-        return result.fetchone()[0] if dry_run else result.rowcount
+    return delete_or_count(conn, """sitekb.embedding_cache e
+        WHERE e.created_at < now() - make_interval(days => %(days)s)
+          AND NOT EXISTS (SELECT 1 FROM sitekb.chunks c WHERE c.text_hash = e.text_hash)""",
+                           {"days": older_than_days}, dry_run=dry_run)

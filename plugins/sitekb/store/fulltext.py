@@ -15,6 +15,8 @@ import time
 
 import psycopg
 
+from sitekb.store.connection import delete_or_count
+
 _RUN_CHUNKS = """
     FROM sitekb.chunks c
     JOIN sitekb.documents d ON d.run_id = c.run_id AND d.url = c.url
@@ -54,15 +56,10 @@ def index_run(conn: psycopg.Connection, run_id: str) -> dict:
 
 def prune(conn: psycopg.Connection, older_than_days: int, *, dry_run: bool = False) -> int:
     """Delete (or with ``dry_run`` count) cached vectors no staged chunk uses, older than the grace period."""
-    verb = "SELECT count(*) FROM" if dry_run else "DELETE FROM"
-    with conn.transaction():
-        result = conn.execute(
-            f"""{verb} sitekb.fulltext_cache f
-                WHERE f.created_at < now() - make_interval(days => %(days)s)
-                  AND NOT EXISTS (
-                      SELECT 1 FROM sitekb.chunks c
-                      JOIN sitekb.documents d ON d.run_id = c.run_id AND d.url = c.url
-                      WHERE sitekb.fulltext_key(d.title, c.heading_path, c.text) = f.key)""",
-            {"days": older_than_days},
-        )
-        return result.fetchone()[0] if dry_run else result.rowcount
+    return delete_or_count(conn, """sitekb.fulltext_cache f
+        WHERE f.created_at < now() - make_interval(days => %(days)s)
+          AND NOT EXISTS (
+              SELECT 1 FROM sitekb.chunks c
+              JOIN sitekb.documents d ON d.run_id = c.run_id AND d.url = c.url
+              WHERE sitekb.fulltext_key(d.title, c.heading_path, c.text) = f.key)""",
+                           {"days": older_than_days}, dry_run=dry_run)

@@ -14,15 +14,21 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
 from sitekb.errors import NotFound, SitekbError
 
-if TYPE_CHECKING:
-    from sitekb.store.snapshots import Snapshot
+
+class Built(Protocol):
+    """What a diff needs of a snapshot record (``sitekb.store.snapshots.Snapshot``)."""
+
+    snapshot_id: int
+    site: str
+    state: str
+    table_name: str | None
 
 
 def qualified(table_name: str) -> sql.Composed:
@@ -179,7 +185,7 @@ class SnapshotDiff:
                 "chunks_added": self.chunks_added, "chunks_removed": self.chunks_removed}
 
 
-def diff(conn: psycopg.Connection, old: Snapshot | None, new: Snapshot) -> SnapshotDiff:
+def diff(conn: psycopg.Connection, old: Built | None, new: Built) -> SnapshotDiff:
     """Pages added, removed and changed, and chunk churn, from ``old`` to ``new`` (both built).
 
     Chunk ids are content-addressed (URL, heading path, text), so a page is

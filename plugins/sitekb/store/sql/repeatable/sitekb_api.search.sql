@@ -3,14 +3,15 @@
 -- Frontends call it over SQL; the HTTP API, the CLI and the quality gate's golden
 -- questions call it too (sitekb/query.py), so what the gate tests is what
 -- frontends get. The snapshot is a site's alias (default production) or a pinned
--- id, resolved by sitekb_api.resolve_snapshot. Modes: vector (needs
+-- id, as sitekb.readable_snapshot allows (sitekb_api.resolve_snapshot explains a refusal). Modes: vector (needs
 -- query_embedding, from the snapshot's own model), keyword (needs query) or
 -- hybrid (needs both; reciprocal rank fusion of the two lists). Filters are
 -- optional: url_prefix, tags (any of), language (en matches en-GB),
 -- published_after / published_before (inclusive, documents with an ISO date only).
 --
--- One fixed statement serves every mode, so a session plans it once per snapshot:
--- it reads the unqualified view "chunks" of the snapshot's schema
+-- One fixed statement serves every mode and filter (the unfiltered vector search
+-- has a shorter one of its own, for speed), so a session plans it once per
+-- snapshot: it reads the unqualified view "chunks" of the snapshot's schema
 -- (sitekb_snap_<id>, made by the build) under a search path set here, and a
 -- cached plan is tied to the search path it was made under. The mode switches
 -- the legs on and off through one-time filters. The plan is forced generic:
@@ -58,7 +59,7 @@ DECLARE
     v_before   text    := to_char($12, 'YYYY-MM-DD');
     v_unfiltered boolean := num_nonnulls(v_prefix, v_tags, v_language, v_after, v_before) = 0;
     v_tsquery  tsquery;
-    v_snap     record;  -- a sitekb_api.resolved_snapshot (a record, so attributes added later fit)
+    v_snap     sitekb_api.resolved_snapshot;
     v_id       bigint;
     -- The function's own search path (pg_catalog, the vector extension's schema, pg_temp).
     v_path     text    := current_setting('search_path');
@@ -99,7 +100,10 @@ BEGIN
     END IF;
 
     FOR attempt IN 1..3 LOOP
-        v_snap := sitekb_api.resolve_snapshot($1, $6, $7);
+        v_snap := sitekb.readable_snapshot($1, $6, $7);
+        IF v_snap.snapshot_id IS NULL THEN
+            v_snap := sitekb_api.resolve_snapshot($1, $6, $7);  -- raises the explanation
+        END IF;
         v_id := v_snap.snapshot_id;
         IF $3 IS NOT NULL AND vector_dims($3) <> v_snap.dimensions THEN
             RAISE EXCEPTION 'query_embedding has % dimensions; snapshot % was embedded with %:% (% dimensions)',
@@ -111,6 +115,19 @@ BEGIN
         PERFORM set_config('search_path',
                            format('pg_catalog, %I, sitekb_snap_gone, %s', 'sitekb_snap_' || v_id, v_path), true);
         BEGIN
+            IF v_mode = 'vector' AND v_unfiltered THEN
+                -- The most common question, unfiltered vector search, also has a statement of
+                -- its own: the general one below ranks the same rows (tested) but its fusion
+                -- machinery costs ~0.25 ms a call, an eighth of an HNSW search at 100k chunks.
+                -- Unfiltered and with iterative scans off, the index returns the rows in order.
+                RETURN QUERY
+                    SELECT v_id, (row_number() OVER ())::integer, n.chunk_id, n.url, n.title, n.heading_path,
+                           n.content, (1 - n.distance)::float8, n.language, n.tags, n.published
+                    FROM (SELECT t.chunk_id, t.url, t.title, t.heading_path, t.content, t.language, t.tags,
+                                 t.published, t.embedding <=> $3 AS distance
+                          FROM chunks t ORDER BY t.embedding <=> $3 LIMIT v_k) n;
+                RETURN;
+            END IF;
             RETURN QUERY
                 WITH candidates AS NOT MATERIALIZED (
                          SELECT t.chunk_id, t.url, t.title, t.heading_path, t.content, t.language, t.tags,
