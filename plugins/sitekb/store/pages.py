@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
@@ -95,7 +95,7 @@ def write_crawl_batch(conn: psycopg.Connection, site: str, run_id: str, fetched_
     common = {"site": site, "run_id": run_id, "fetched_at": fetched_at}
     with conn.transaction(), conn.cursor() as cur:
         if fetched:
-            cur.executemany(_UPSERT, [{**common, **asdict(page), "headers": json.dumps(page.headers),
+            cur.executemany(_UPSERT, [{**common, **vars(page), "headers": json.dumps(page.headers),
                                        "links": list(page.links)} for page in fetched])
         touched = [{**common, "url": s.url, "depth": s.depth} for s in seen if not s.by_sitemap]
         unchanged = [{**common, "url": s.url, "depth": s.depth} for s in seen if s.by_sitemap]
