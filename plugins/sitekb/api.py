@@ -274,7 +274,9 @@ def create_app(settings: Settings, *, database_url: str | None = None, api_keys:
     )
     app.state.pool = pool
     app.state.settings = settings
-    app.state.api_keys = list(settings.api_keys if api_keys is None else api_keys)
+    # A blank key (`--api-key ""`) would let an empty X-API-Key header in: blanks are dropped.
+    app.state.api_keys = [k.strip() for k in (settings.api_keys if api_keys is None else api_keys)
+                          if k and k.strip()]
     app.include_router(router)
     app.include_router(protected)
     app.add_exception_handler(NotFound, _problem(404))

@@ -57,8 +57,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.site and not args.start_url:
         raise ConfigError("name a site (e.g. `sitekb run demo`) or pass --start-url URL")
-    if args.run_id and not args.from_stage:
-        raise ConfigError("--run names the run that --from STAGE runs again; use them together")
+    if (args.run_id or args.force) and not args.from_stage:
+        raise ConfigError("--run and --force go with --from STAGE (they say which run it takes up, and how)")
     if args.from_stage and (args.dry_run or args.engine == "airflow"):
         raise ConfigError("--from STAGE reruns stages in this process: leave out --dry-run and --engine airflow")
     with _demo_origin(args.site, args.start_url) as origin:
@@ -83,7 +83,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         else:
             with _progress_bar() as progress:
                 if args.from_stage:
-                    run_id = engine.rerun(settings, config, args.from_stage, run_id=args.run_id, progress=progress)
+                    run_id = engine.rerun(settings, config, args.from_stage, run_id=args.run_id,
+                                          force=args.force, progress=progress)
                 else:
                     run_id = engine.refresh(settings, config, alias=args.alias, full_recrawl=args.full,
                                             progress=progress)
@@ -94,8 +95,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             if summary["status"] == "succeeded" and args.question != "":
                 from sitekb import query
 
+                # A rerun publishes where its run was meant to (the alias it started with), not to --alias.
+                alias = args.alias if args.alias in summary["aliases"] or not summary["aliases"] \
+                    else summary["aliases"][0]
                 result = query.search(conn, settings, args.question or DEFAULT_QUESTION, site=config.name, k=3,
-                                      alias=args.alias, mode=args.mode)
+                                      alias=alias, mode=args.mode)
         if args.json:
             _print_json({**summary, "sample_search": [p.as_dict() for p in result] if result else []})
         else:
@@ -226,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                           f"the earlier stages made (stages: {', '.join(NAMES)})")
     run.add_argument("--run", dest="run_id", metavar="RUN_ID", help="with --from: the run to take up (default: the "
                                                                     "site's newest)")
+    run.add_argument("--force", action="store_true",
+                     help="with --from: take up a run still marked running (its process was killed)")
     run.add_argument("--question", default=None, help="sample question to search after publishing ('' for none)")
     run.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="search mode of the sample search")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -171,12 +171,25 @@ def choose(emb: "EmbeddingSettings", settings: Settings) -> EmbedderChoice:
 
 
 def embedder_for_run(emb: "EmbeddingSettings", choice: EmbedderChoice, settings: Settings) -> Embedder:
-    """The embedder a run chose, with the site's request options (batch size, concurrency, budget prices)."""
+    """The embedder a run chose, with the site's request options (batch size, concurrency, budget prices).
+
+    The server is the one the run recorded, whatever ``OPENAI_BASE_URL`` says on
+    the worker running a later task: one run embeds with one server, the one its
+    snapshot names. ``OPENAI_BASE_URL`` is used when it is that server (it may
+    carry the user and password the record leaves out).
+    """
     recorded = emb.model_copy(update={
         "provider": choice.provider, "model": choice.model,
         "dimensions": choice.dimensions if choice.provider == "openai" else None,
         "base_url": choice.base_url, "api_key_env": choice.api_key_env or emb.api_key_env,
     })
+    if choice.provider == "openai":
+        env_url = settings.openai_base_url
+        same = env_url is not None and without_credentials(env_url) == choice.base_url
+        if env_url is not None and not same:
+            log.warning("OPENAI_BASE_URL here is %s, but the run chose %s when it started: embedding with the run's",
+                        without_credentials(env_url), choice.base_url or "the OpenAI API")
+        settings = settings.model_copy(update={"openai_base_url": env_url if same else None})
     return embedder_for_site(recorded, settings)
 
 

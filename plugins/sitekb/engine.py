@@ -41,9 +41,12 @@ def new_run_id(site: str, prefix: str = "cli") -> str:
 
 
 def start(conn: psycopg.Connection, settings: Settings, site: SiteConfig, run_id: str,
-          params: dict | None = None) -> runs.Run:
-    """Record the run, its effective config and the embedder it chooses (a retried start changes nothing)."""
-    run = runs.start(conn, site, run_id, params or {}, choose(site.embedding, settings).as_dict())
+          params: dict | None = None, embedding: dict | None = None) -> runs.Run:
+    """Record the run, its effective config and the embedder it chooses (a retried start changes nothing).
+
+    ``embedding`` keeps an embedder recorded before instead of choosing one (a rerun that keeps the chunks).
+    """
+    run = runs.start(conn, site, run_id, params or {}, embedding or choose(site.embedding, settings).as_dict())
     log.info("run %s of %s started (config %s, embedding %s:%s)", run_id, site.name, site.config_hash(),
              run.embedding["provider"], run.embedding["model"])
     return run
@@ -86,12 +89,16 @@ def refresh(settings: Settings, site: SiteConfig, *, run_id: str | None = None, 
 
 
 def rerun(settings: Settings, site: SiteConfig, from_stage: str, *, run_id: str | None = None,
-          progress: Callable[[str, int, int], None] | None = None) -> str:
+          force: bool = False, progress: Callable[[str, int, int], None] | None = None) -> str:
     """Run ``from_stage`` and every stage after it again, for the site's newest run (or ``run_id``).
 
     The earlier stages keep their output. The run takes up the site config as it
-    is now (a changed threshold applies) and chooses its embedder again; a run
-    that succeeded is refused, since its snapshot may be live. Returns the run id.
+    is now (a changed threshold applies). From ``chunk`` or earlier it chooses
+    its embedder again (chunks are cut to the embedder's tokenizer); from
+    ``embed`` on it keeps the one it recorded, so the snapshot describes the
+    chunks it holds. Refused: a run that succeeded (its snapshot may be live),
+    and one still marked running unless ``force`` (its process may still be at
+    work; force it when that process was killed). Returns the run id.
     """
     plan = stages.starting_at(from_stage)
     url = store.database_url(settings)
@@ -104,7 +111,11 @@ def rerun(settings: Settings, site: SiteConfig, from_stage: str, *, run_id: str 
         if before.params.get("dry_run"):
             raise SitekbError(f"run {run_id!r} was a dry run and kept nothing to take up; "
                               f"`sitekb run {site.name}` starts a real one")
-        run = start(conn, settings, site, run_id, before.params)
+        if before.status == "running" and not force:
+            raise SitekbError(f"run {run_id!r} is still marked running: another process may be working on it. "
+                              "If that process is gone (killed, or its machine lost), take the run up with --force")
+        keeps_chunks = stages.NAMES.index(from_stage) > stages.NAMES.index("chunk")
+        run = start(conn, settings, site, run_id, before.params, before.embedding if keeps_chunks else None)
         if before.site.config_hash() != site.config_hash():
             log.info("run %s takes up the site config as it is now (%s, was %s)", run_id, site.config_hash(),
                      before.site.config_hash())

@@ -97,9 +97,10 @@ def resolve(conn: psycopg.Connection, site: str | None, alias: str | None, snaps
 
 def embed_question(snap: dict, query: str, settings: Settings) -> Vector:
     """The question's vector, from the model (and server) that embedded the snapshot."""
-    embedder = query_embedder(snap["embedding_provider"], snap["embedding_model"], snap["dimensions"], settings,
-                              base_url=snap["embedding_base_url"], api_key_env=snap["embedding_api_key_env"])
     try:
+        # Inside: a snapshot whose model this process cannot make (unknown here, wrong dimensions) is a 503 too.
+        embedder = query_embedder(snap["embedding_provider"], snap["embedding_model"], snap["dimensions"], settings,
+                                  base_url=snap["embedding_base_url"], api_key_env=snap["embedding_api_key_env"])
         return Vector(embedder.embed([query])[0])
     except SitekbError as exc:
         raise EmbeddingUnavailable(f"cannot embed the query with {snap['embedding_model']}: {exc}") from exc

@@ -79,6 +79,14 @@ class Settings(BaseSettings):
             value = value.split(",")
         return tuple(k.strip() for k in value or () if k and k.strip())
 
+    @field_validator("home", "sites_dir", "dags_folder", "airflow_home", mode="before")
+    @classmethod
+    def _empty_path_is_default(cls, value, info):
+        # SITEKB_HOME= (or AIRFLOW_HOME=) means unset, not the current folder.
+        if isinstance(value, str) and not value.strip():
+            return _PATH_DEFAULTS[info.field_name]()
+        return value
+
     @field_validator("home", "sites_dir", "dags_folder", "airflow_home")
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
@@ -125,6 +133,10 @@ class Settings(BaseSettings):
             if v is not None
         }
         return {"embedding": embedding} if embedding else {}
+
+
+_PATH_DEFAULTS = {"home": lambda: Path.cwd() / ".sitekb", "sites_dir": lambda: DEFAULT_SITES_DIR,
+                  "dags_folder": lambda: DEFAULT_DAGS_FOLDER, "airflow_home": lambda: None}
 
 
 def _explain(exc: ValidationError) -> str:

@@ -180,7 +180,8 @@ def test_api_keys_guard_the_v1_endpoints(kb, monkeypatch):
     monkeypatch.setenv("SITEKB_API_KEYS", "alpha, beta")
     settings = Settings.from_env()
     assert settings.api_keys == ("alpha", "beta")
-    app = api.create_app(settings, database_url=kb["reader_url"], api_keys=[*settings.api_keys, "gamma"])
+    app = api.create_app(settings, database_url=kb["reader_url"], api_keys=[*settings.api_keys, " gamma ", "", " "])
+    assert app.state.api_keys == ["alpha", "beta", "gamma"]          # blanks would let an empty key in
     with running_server(app) as base:
         body = {"query": "lead score", "site": "kb", "mode": "keyword"}
         status, problem = _call(base, "/v1/search", body)
@@ -188,6 +189,7 @@ def test_api_keys_guard_the_v1_endpoints(kb, monkeypatch):
         assert _call(base, "/v1/search", body, {"Authorization": "Bearer wrong"})[0] == 401
         assert _call(base, "/v1/search", body, {"Authorization": "Bearer beta"})[0] == 200
         assert _call(base, "/v1/search", body, {"X-API-Key": "gamma"})[0] == 200
+        assert _call(base, "/v1/search", body, {"X-API-Key": ""})[0] == 401
         assert _call(base, "/v1/snapshots")[0] == 401
         assert _call(base, "/healthz")[0] == 200   # probes stay open
         with pytest.raises(APIError) as denied:

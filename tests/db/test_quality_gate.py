@@ -164,6 +164,29 @@ def test_quarantine_keeps_every_failed_check_with_its_value(conn):
     assert {r["url"] for r in listed} == {THIN, copy, f"{BASE}/broken-encoding.html"}
 
 
+def test_running_the_chunk_stage_again_takes_back_what_it_quarantined(conn, monkeypatch):
+    from sitekb.quality import suites
+
+    run = start(conn, site(), "rechunk", {})
+    crawl(conn, run, pages(3))
+    stage(conn, "extract", run)
+    stage(conn, "validate", run)
+    articles = [url for url in pages(3) if url != THIN]
+    # A limit of 30 tokens (as if the model took no more): every article has a longer chunk.
+    real_checks = suites.chunk_checks
+    monkeypatch.setattr(suites, "chunk_checks", lambda max_tokens: real_checks(30))
+    first = stage(conn, "chunk", run)
+    assert sorted(first["quarantined_after_chunking"]) == sorted(articles)
+    assert {statuses(conn, "rechunk")[url][0] for url in articles} == {"quarantined"}
+    monkeypatch.setattr(suites, "chunk_checks", real_checks)
+    again = stage(conn, "chunk", run)
+    assert again["taken_back"] == 3 and again["quarantined_after_chunking"] == {}
+    found = statuses(conn, "rechunk")
+    assert all(found[url] == ("accepted", []) for url in articles)
+    assert found[THIN][0] == "quarantined" and [f["check"] for f in found[THIN][1]] == ["min_words"]
+    assert conn.execute("SELECT count(DISTINCT url) FROM sitekb.chunks WHERE run_id = 'rechunk'").fetchone()[0] == 3
+
+
 def test_a_crawl_that_loses_most_pages_is_blocked_and_the_live_snapshot_stays(conn, data_docs_home):
     config = site(data_docs=True)
     refresh(conn, config, "full", pages(20))

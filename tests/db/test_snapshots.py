@@ -119,6 +119,18 @@ def test_a_published_snapshot_is_never_rebuilt(conn):
     assert _table_exists(conn, snap.table_name)
 
 
+def test_an_unpublished_snapshot_takes_the_lineage_of_its_rebuild(conn):
+    rejected = make_snapshot(conn, "s", random_pages("s"), state="rejected")
+    again = snapshots.create_record(conn, site="s", run_id=rejected.run_id, provider="openai", model="m2",
+                                    dimensions=16, tokenizer="t2", config_hash="new", extractor_version="e2",
+                                    chunker_version="c2", base_url="http://127.0.0.1:1/v1", api_key_env="K")
+    assert again == rejected.snapshot_id
+    snap = snapshots.get(conn, again)
+    assert (snap.state, snap.embedding_provider, snap.embedding_model, snap.dimensions, snap.tokenizer,
+            snap.config_hash, snap.extractor_version, snap.chunker_version) == \
+        ("building", "openai", "m2", 16, "t2", "new", "e2", "c2")
+
+
 def test_retention_keeps_the_newest_n_plus_aliased_and_pinned(conn):
     made = [make_snapshot(conn, "s", random_pages("s", pages=2, seed=i), seed=i) for i in range(6)]
     ids = [s.snapshot_id for s in made]

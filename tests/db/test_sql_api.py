@@ -190,12 +190,12 @@ def test_python_search_and_sql_api_agree(corpus, conn):
 
 def test_filters_and_deep_lists_rank_like_an_unfiltered_search(corpus):
     """One statement serves every search: a filter that keeps everything, or a deeper list, changes no rank."""
-    for query in _unit(corpus["rng"], 5):
-        direct = _search(corpus["reader"], query_embedding=Vector(query), k=5)
-        filtered = _search(corpus["reader"], query_embedding=Vector(query), k=5, url_prefix="https://s.example/")
-        deep = _search(corpus["reader"], query_embedding=Vector(query), k=60)
+    for question in _unit(corpus["rng"], 5):
+        direct = _search(corpus["reader"], query_embedding=Vector(question), k=5)
+        filtered = _search(corpus["reader"], query_embedding=Vector(question), k=5, url_prefix="https://s.example/")
+        deep = _search(corpus["reader"], query_embedding=Vector(question), k=60)
         assert direct == filtered == deep[:5]
-        assert [r[6] for r in direct] == _exact_ranking(corpus, query)[:5]
+        assert [r[6] for r in direct] == _exact_ranking(corpus, question)[:5]
 
 
 def test_one_session_follows_the_alias_across_publish_rollback_and_retention(corpus, conn):
@@ -225,3 +225,29 @@ def test_one_session_follows_the_alias_across_publish_rollback_and_retention(cor
     assert served() == (new_id, new_texts)
     with pytest.raises(psycopg.errors.NoDataFound, match=f"snapshot {old.snapshot_id} is not available"):
         _search(reader, query_embedding=query, k=3, snapshot_id=old.snapshot_id)
+
+
+def test_objects_created_in_the_vector_schema_cannot_shadow_what_search_calls(corpus, conn):
+    """A role that may create objects where the vector extension lives (often public) defines
+    closer matches for the built-ins search calls on tags; search runs the built-ins regardless."""
+    vector_schema = conn.execute("SELECT extnamespace::regnamespace::text FROM pg_extension "
+                                 "WHERE extname = 'vector'").fetchone()[0]
+    conn.execute(f"GRANT CREATE ON SCHEMA {vector_schema} TO sitekb_reader")
+    reader = corpus["reader"]
+    try:
+        reader.execute(f"""CREATE FUNCTION {vector_schema}.cardinality(text[]) RETURNS integer LANGUAGE plpgsql
+                           AS $$ BEGIN RAISE EXCEPTION 'shadowed cardinality ran as %', current_user; END $$""")
+        reader.execute(f"""CREATE FUNCTION {vector_schema}.overlaps_shadow(text[], text[]) RETURNS boolean
+                           LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'shadowed && ran'; END $$""")
+        reader.execute(f"CREATE OPERATOR {vector_schema}.&& (LEFTARG = text[], RIGHTARG = text[], "
+                       f"FUNCTION = {vector_schema}.overlaps_shadow)")
+        q = corpus["rng"].standard_normal(DIMS).astype(np.float32)
+        for mode in ("vector", "hybrid"):
+            rows = _search(corpus["reader"], query="lead scoring", query_embedding=Vector(q), k=5, mode=mode,
+                           tags=["odd"])
+            assert rows and all("odd" in row[9] for row in rows)
+    finally:
+        reader.execute(f"DROP OPERATOR IF EXISTS {vector_schema}.&& (text[], text[])")
+        reader.execute(f"DROP FUNCTION IF EXISTS {vector_schema}.overlaps_shadow(text[], text[])")
+        reader.execute(f"DROP FUNCTION IF EXISTS {vector_schema}.cardinality(text[])")
+        conn.execute(f"REVOKE CREATE ON SCHEMA {vector_schema} FROM sitekb_reader")

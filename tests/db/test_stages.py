@@ -57,6 +57,11 @@ def test_each_stage_twice_gives_the_same_result(conn, database_url, settings, sm
     assert conn.execute("SELECT count(*) FROM sitekb.alias_events").fetchone()[0] == 1
     snap = snapshots.resolve(conn, small_site.name)
     assert snap.state == "published" and snap.counts["chunks"] == chunk["chunks"]
+    # Build and evaluate cleared after the publish (Airflow's "clear task") leave the live snapshot be.
+    for name in ("build", "evaluate"):
+        again = engine.execute(stages.get(name), ctx)
+        assert again.counts == {"snapshot_id": snap.snapshot_id, "skipped": "published"}
+    assert snapshots.resolve(conn, small_site.name).state == "published"
 
 
 def test_a_gutted_crawl_is_rejected_and_the_live_snapshot_stays(conn, database_url, settings, small_site):
@@ -174,3 +179,50 @@ def test_a_dry_run_reports_the_bill_and_keeps_no_staged_rows(conn, settings, sma
     assert snapshots.for_run(conn, run_id) is None
     with pytest.raises(SitekbError, match="was a dry run"):
         engine.rerun(settings, small_site, "embed")     # the newest run of the site is the dry run
+
+
+def test_a_killed_run_is_taken_up_only_with_force_and_keeps_its_embedder_past_chunking(
+        conn, database_url, settings, small_site, monkeypatch, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from sitekb.cli import main
+
+    engine.start(conn, settings, small_site, "killed", {"alias": "staging"})
+    ctx = engine.context(conn, settings, database_url, "killed")
+    for name in ("crawl", "extract", "validate", "chunk"):
+        engine.execute(stages.get(name), ctx)
+    # The process died here: the run is still marked running.
+    with pytest.raises(SitekbError, match="still marked running.*--force"):
+        engine.rerun(settings, small_site, "embed")
+    recorded = conn.execute("SELECT embedding FROM sitekb.runs WHERE run_id = 'killed'").fetchone()[0]
+
+    def must_not_choose(*args, **kwargs):
+        raise AssertionError("a rerun from embed chose its embedder again")
+
+    monkeypatch.setattr(engine, "choose", must_not_choose)
+    # Through the CLI, as an operator would; the sample search asks the alias the run published.
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(small_site.model_dump(mode="json")))
+    monkeypatch.setenv("SITEKB_HOME", str(settings.home))
+    assert main(["run", str(config), "--from", "embed", "--force", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["run_id"] == "killed" and printed["aliases"] == ["staging"] and printed["sample_search"]
+    row = conn.execute("SELECT status, embedding FROM sitekb.runs WHERE run_id = 'killed'").fetchone()
+    assert row == ("succeeded", recorded)
+    snap = snapshots.for_run(conn, "killed")
+    assert (snap.state, snap.embedding_model, snap.tokenizer) == ("published", recorded["model"],
+                                                                   recorded["tokenizer"])
+
+
+def test_a_rerun_from_chunking_chooses_its_embedder_again(conn, database_url, settings, small_site, monkeypatch):
+    engine.start(conn, settings, small_site, "rechunk", {})
+    ctx = engine.context(conn, settings, database_url, "rechunk")
+    for name in ("crawl", "extract", "validate"):
+        engine.execute(stages.get(name), ctx)
+    conn.execute("UPDATE sitekb.runs SET embedding = embedding || '{\"tokenizer\": \"stale\"}' "
+                 "WHERE run_id = 'rechunk'")
+    assert engine.rerun(settings, small_site, "chunk", force=True) == "rechunk"
+    recorded = conn.execute("SELECT embedding->>'tokenizer' FROM sitekb.runs WHERE run_id = 'rechunk'").fetchone()[0]
+    assert recorded != "stale" and snapshots.for_run(conn, "rechunk").tokenizer == recorded

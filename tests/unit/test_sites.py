@@ -86,6 +86,18 @@ def test_bad_env_values_are_config_errors(monkeypatch):
         Settings.from_env()
 
 
+def test_empty_path_variables_mean_unset(monkeypatch, tmp_path):
+    from sitekb.settings import DEFAULT_DAGS_FOLDER, DEFAULT_SITES_DIR
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("SITEKB_HOME", "AIRFLOW_HOME", "SITEKB_SITES_DIR", "SITEKB_DAGS_FOLDER"):
+        monkeypatch.setenv(name, " ")
+    settings = Settings.from_env()
+    assert settings.home == tmp_path.resolve() / ".sitekb" and settings.airflow_home is None
+    assert settings.airflow_folder == settings.home / "airflow"
+    assert (settings.sites_dir, settings.dags_folder) == (DEFAULT_SITES_DIR, DEFAULT_DAGS_FOLDER)
+
+
 def test_rebasing_moves_every_url_and_keeps_the_hash_honest():
     site = load_site("demo")
     moved = site.with_base_url("http://127.0.0.1:9999")

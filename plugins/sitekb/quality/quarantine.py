@@ -22,7 +22,7 @@ import psycopg
 from sitekb.errors import ConfigError, NotFound, SitekbError
 from sitekb.store import approvals, documents
 
-UNAPPROVABLE = frozenset({"chunks", "max_chunk_tokens"})
+UNAPPROVABLE = frozenset(documents.CHUNK_CHECKS)
 
 
 def list_quarantined(conn: psycopg.Connection, site: str | None = None) -> list[dict]:

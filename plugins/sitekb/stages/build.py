@@ -5,14 +5,15 @@ model, dimensions, tokenizer, server, key variable, as the run recorded them
 when it started), the site config hash and the extractor and chunker versions.
 The table is created and filled in one statement, then gets its HNSW and GIN
 indexes (:mod:`sitekb.store.snapshot_tables`). A retry rebuilds an unpublished
-snapshot; a published one is never touched.
+snapshot; a published (or retired) one is never touched: the stage says so and
+does nothing (a task cleared in Airflow after the run published).
 
 Settings read: none.
 """
 
 from __future__ import annotations
 
-from sitekb.stages.context import RunContext, StageResult
+from sitekb.stages.context import RunContext, StageResult, already_published
 from sitekb.store import snapshot_tables, snapshots
 
 
@@ -20,6 +21,9 @@ def run(ctx: RunContext) -> StageResult:
     from sitekb.chunking import CHUNKER_VERSION
     from sitekb.extract import EXTRACTOR_VERSION
 
+    done = already_published(ctx)
+    if done is not None:
+        return done
     choice = ctx.choice
     with ctx.conn.transaction():
         snapshot_id = snapshots.create_record(

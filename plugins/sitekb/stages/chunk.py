@@ -3,7 +3,9 @@
 Chunks are counted with the run's embedding model's own tokenizer and never
 pass its input limit, whatever the site asks (:mod:`sitekb.chunking`); every
 chunk knows its heading path. The ``sitekb.chunks`` suite then quarantines a
-document with nothing to embed or a chunk over the limit, and the full-text
+document with nothing to embed or a chunk over the limit (a rerun of the stage
+first takes back what it quarantined before, so a raised limit lets those
+documents through), and the full-text
 vectors of content never indexed before are computed and cached
 (:mod:`sitekb.store.fulltext`).
 
@@ -24,6 +26,8 @@ def run(ctx: RunContext) -> StageResult:
 
     config = chunking_config(ctx)
     tokenizer = ctx.tokenizer
+    # A rerun of this stage judges the documents again: what it quarantined last time comes back first.
+    taken_back = documents.undo_chunk_quarantine(ctx.conn, ctx.run_id)
     docs = documents.accepted(ctx.conn, ctx.run_id)
 
     def rows():
@@ -45,7 +49,8 @@ def run(ctx: RunContext) -> StageResult:
     late = checked.pop("quarantined_after_chunking")
     return StageResult(
         counts={"documents": len(docs), "chunks": count, "tokens": tokens, "chunker_version": CHUNKER_VERSION,
-                "tokenizer": tokenizer.name, "max_tokens": config.max_tokens, **checked, **indexed},
+                "tokenizer": tokenizer.name, "max_tokens": config.max_tokens, "taken_back": taken_back,
+                **checked, **indexed},
         details={"quarantined_after_chunking": late},
         summary=(f"{count} chunks, {tokens} tokens ({tokenizer.name}, at most {config.max_tokens} a chunk) from "
                  f"{len(docs)} documents; {len(late)} quarantined by the chunk suite; full-text vectors "

@@ -118,3 +118,14 @@ class Stage:
     does: str                          # one line for people: what the stage does
     timeout_hours: float | None = None  # how long an orchestrator may let it run
     retry: bool = True                 # whether an orchestrator may retry it after a transient failure
+
+
+def already_published(ctx: RunContext) -> StageResult | None:
+    """A result that does nothing when the run's snapshot was published already (build and evaluate)."""
+    from sitekb.store import snapshots
+
+    snap = snapshots.for_run(ctx.conn, ctx.run_id)
+    if snap is None or snap.state not in ("published", "retired"):
+        return None
+    return StageResult(counts={"snapshot_id": snap.snapshot_id, "skipped": snap.state},
+                       summary=f"snapshot {snap.snapshot_id} is {snap.state} already and immutable: nothing to do")

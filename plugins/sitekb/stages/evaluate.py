@@ -6,7 +6,8 @@ asked of the new snapshot through the one query path (the same
 ``sitekb_api.search`` frontends call) and must not answer fewer than the live
 snapshot does, within ``golden_tolerance``. The diff against the live snapshot
 is stored with the new one. A failure rejects the snapshot, blocks the run and
-stops it with every reason; the live snapshot stays.
+stops it with every reason; the live snapshot stays. A snapshot published
+already is not judged again (nor demoted): the stage does nothing.
 
 Settings read: the site config's ``quality`` section, ``golden_questions``,
 ``golden_k``, ``golden_mode``, ``golden_tolerance``; the run's ``alias``.
@@ -24,13 +25,16 @@ from sitekb.passages import DEFAULT_ALIAS
 from sitekb.quality.checks import Failure
 from sitekb.settings import Settings
 from sitekb.sites import SiteConfig
-from sitekb.stages.context import RunContext, StageResult
+from sitekb.stages.context import RunContext, StageResult, already_published
 from sitekb.store import documents, pages, runs, snapshot_tables, snapshots
 
 
 def run(ctx: RunContext) -> StageResult:
     from sitekb.quality import gate
 
+    done = already_published(ctx)
+    if done is not None:
+        return done
     conn, site = ctx.conn, ctx.site
     snap = snapshots.for_run(conn, ctx.run_id)
     if snap is None or snap.table_name is None:

@@ -66,20 +66,48 @@ def accepted(conn: psycopg.Connection, run_id: str) -> list[dict]:
         ).fetchall()
 
 
+# The checks of the chunk suite (sitekb.quality.suites.chunk_checks), which no approval covers.
+CHUNK_CHECKS = ("chunks", "max_chunk_tokens")
+
+
 def quarantine_after_chunking(conn: psycopg.Connection, run_id: str, failures: Mapping[str, list[dict]]) -> None:
     """Quarantine accepted documents that failed a chunk check, and drop their chunks.
 
     Approvals cover the document checks only (the model cannot take these chunks
-    anyway), so an approval no longer applies.
+    anyway): an approved document is quarantined too, and keeps its approval for
+    when its chunks fit (a rerun of the chunk stage under a larger limit).
     """
     with conn.transaction(), conn.cursor() as cur:
         for url, failed in failures.items():
             cur.execute(
-                """UPDATE sitekb.documents SET status = 'quarantined', approval_id = NULL,
+                """UPDATE sitekb.documents SET status = 'quarantined',
                           failures = failures || %s::jsonb WHERE run_id = %s AND url = %s""",
                 (json.dumps(failed), run_id, url),
             )
         chunks.delete_of_run(cur, run_id, list(failures))
+
+
+def undo_chunk_quarantine(conn: psycopg.Connection, run_id: str) -> int:
+    """Take back what an earlier chunk stage of the run quarantined, before the stage runs again.
+
+    Each such document loses its chunk-check failures and is accepted again when
+    none of the document checks failed or an approval covers them. Returns how many.
+    """
+    with conn.transaction():
+        cur = conn.execute(
+            """UPDATE sitekb.documents d SET failures = kept.failures,
+                      status = CASE WHEN jsonb_array_length(kept.failures) = 0 OR d.approval_id IS NOT NULL
+                                    THEN 'accepted' ELSE 'quarantined' END
+               FROM (SELECT url, coalesce(jsonb_agg(f) FILTER (WHERE NOT f->>'check' = ANY(%(checks)s)), '[]')
+                                 AS failures
+                     FROM sitekb.documents, jsonb_array_elements(failures) f
+                     WHERE run_id = %(run)s AND status = 'quarantined'
+                     GROUP BY url
+                     HAVING bool_or(f->>'check' = ANY(%(checks)s))) kept
+               WHERE d.run_id = %(run)s AND d.url = kept.url""",
+            {"run": run_id, "checks": list(CHUNK_CHECKS)},
+        )
+        return cur.rowcount
 
 
 def counts(conn: psycopg.Connection, run_id: str) -> dict:

@@ -6,22 +6,30 @@ Three kinds of SQL live under ``sql/``, applied in this order by :func:`migrate`
   exactly once, in order, and is recorded in ``public.sitekb_schema_migrations``.
   A released migration is never edited; a change is a new number.
 - ``repeatable/<schema>.<object>.sql`` hold the code: one function or view per
-  file, written to be re-run (``CREATE OR REPLACE FUNCTION``; ``DROP VIEW`` then
-  ``CREATE VIEW``). When any file's checksum differs from the one recorded in
+  file, written to be re-run (``CREATE OR REPLACE FUNCTION`` / ``VIEW``). When
+  any file's checksum differs from the one recorded in
   ``public.sitekb_schema_repeatables``, every repeatable file is applied again
   in name order (a file that needs another sorts after it), so a diff of a
   function is a diff of one file and an upgraded database ends up defining
   exactly what a fresh one does.
-- ``privileges.sql`` is applied last whenever anything else was: an object
-  dropped and created again has lost its grants.
+- ``privileges.sql`` is applied last whenever anything else was (an object
+  dropped and created again has lost its grants), and also whenever the reader
+  role lacks a grant it should hold: the role was created after the last
+  migrate, or somebody revoked a grant.
+
+A database already migrated by a newer sitekb (a rolling deploy, where old
+workers still start) is left alone: its functions are newer than the ones this
+version ships, and applying ours would take them back.
 
 Then, on every migrate, ``sitekb.ensure_search_views()`` gives any snapshot
 that lacks one the view ``sitekb_api.search`` reads (a snapshot built by an
 older sitekb); normally there is none to repair.
 
 The token ``@extschema:vector@`` (PostgreSQL's own notation in extension
-scripts) stands for the schema the vector extension lives in, quoted; a
-function pins ``search_path`` to it so a caller cannot shadow an operator.
+scripts) stands for the schema the vector extension lives in, quoted. The API's
+SECURITY DEFINER functions pin ``search_path`` to ``pg_catalog, pg_temp`` and name
+the extension's operator and functions with this schema, so that nobody who may
+create objects in that schema (often ``public``) can shadow a built-in function.
 
 Everything runs in one transaction under an advisory lock, so two workers
 starting together neither race nor see half a schema.
@@ -105,6 +113,11 @@ def migrate(conn: psycopg.Connection) -> list[int]:
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
         done = {row[0] for row in conn.execute("SELECT version FROM public.sitekb_schema_migrations")}
+        if done and max(done) > latest_version():
+            log.warning("schema: the database is at migration %d, newer than this sitekb (%d); "
+                        "leaving its functions and grants as they are", max(done), latest_version())
+            register_vector(conn)
+            return []
         applied = []
         for version, name, script in migrations():
             if version in done:
@@ -116,8 +129,8 @@ def migrate(conn: psycopg.Connection) -> list[int]:
         scripts = [*repeatables(), privileges()]
         recorded = dict(conn.execute("SELECT name, checksum FROM public.sitekb_schema_repeatables").fetchall())
         changed = [s.name for s in scripts if recorded.get(s.name) != s.checksum]
+        vector_schema = _vector_schema(conn)
         if applied or changed:
-            vector_schema = _vector_schema(conn)
             for script in scripts:
                 conn.execute(script.text.replace(VECTOR_SCHEMA_TOKEN, vector_schema))
             conn.execute("DELETE FROM public.sitekb_schema_repeatables")
@@ -126,11 +139,34 @@ def migrate(conn: psycopg.Connection) -> list[int]:
                                 [(s.name, s.checksum) for s in scripts])
             log.info("schema: applied migrations %s and %d repeatable scripts (changed: %s)",
                      applied or "none", len(scripts), ", ".join(changed) or "none")
+        elif not reader_grants_complete(conn):
+            conn.execute(privileges().text.replace(VECTOR_SCHEMA_TOKEN, vector_schema))
+            if reader_grants_complete(conn):
+                log.warning("schema: restored the grants of role %s", READER_ROLE)
         repaired = [row[0] for row in conn.execute("SELECT sitekb.ensure_search_views()")]
         if repaired:
             log.warning("schema: gave snapshots %s the search view they lacked", repaired)
     register_vector(conn)
     return applied
+
+
+READER_ROLE = "sitekb_reader"
+
+
+def reader_grants_complete(conn: psycopg.Connection) -> bool:
+    """Whether the reader role exists and holds every grant privileges.sql gives it."""
+    row = conn.execute(
+        """SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(role)s) THEN false ELSE
+                  has_schema_privilege(%(role)s, 'sitekb_api', 'USAGE')
+                  AND has_schema_privilege(%(role)s, e.extnamespace, 'USAGE')
+                  AND has_table_privilege(%(role)s, 'sitekb_api.snapshots', 'SELECT')
+                  AND has_table_privilege(%(role)s, 'sitekb_api.aliases', 'SELECT')
+                  AND NOT EXISTS (SELECT 1 FROM pg_proc p
+                                  WHERE p.pronamespace = 'sitekb_api'::regnamespace
+                                    AND NOT has_function_privilege(%(role)s, p.oid, 'EXECUTE'))
+                  END
+           FROM pg_extension e WHERE e.extname = 'vector'""", {"role": READER_ROLE}).fetchone()
+    return bool(row and row[0])
 
 
 def _vector_schema(conn: psycopg.Connection) -> str:

@@ -125,7 +125,9 @@ def create_record(conn: psycopg.Connection, *, site: str, run_id: str, provider:
     """The snapshot row of a run (created once; a retried task gets the same id).
 
     A snapshot that was ever published is immutable: retrying the build of its
-    run is refused instead of rebuilding a table that frontends may read.
+    run is refused instead of rebuilding a table that frontends may read. A
+    snapshot not yet published takes the values given now: a rerun from an
+    earlier stage may have rebuilt its chunks under another config or embedder.
     ``base_url`` is recorded without any user and password in it (frontends see
     it): an OPENAI_BASE_URL that carries them is set where queries run, and wins.
     """
@@ -135,7 +137,11 @@ def create_record(conn: psycopg.Connection, *, site: str, run_id: str, provider:
                                          tokenizer, config_hash, extractor_version, chunker_version,
                                          embedding_base_url, embedding_api_key_env)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT (run_id) DO UPDATE SET state = 'building', embedding_base_url = EXCLUDED.embedding_base_url,
+           ON CONFLICT (run_id) DO UPDATE SET state = 'building',
+               embedding_provider = EXCLUDED.embedding_provider, embedding_model = EXCLUDED.embedding_model,
+               dimensions = EXCLUDED.dimensions, tokenizer = EXCLUDED.tokenizer,
+               config_hash = EXCLUDED.config_hash, extractor_version = EXCLUDED.extractor_version,
+               chunker_version = EXCLUDED.chunker_version, embedding_base_url = EXCLUDED.embedding_base_url,
                embedding_api_key_env = EXCLUDED.embedding_api_key_env
                WHERE sitekb.snapshots.state IN ('building', 'validated', 'rejected')
            RETURNING snapshot_id""",

@@ -5,7 +5,7 @@ CREATE OR REPLACE FUNCTION sitekb_api.resolve_snapshot(site text, alias text DEF
                                                        snapshot_id bigint DEFAULT NULL)
 RETURNS sitekb_api.resolved_snapshot
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, @extschema:vector@, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_result sitekb_api.resolved_snapshot := sitekb.readable_snapshot($1, $2, $3);

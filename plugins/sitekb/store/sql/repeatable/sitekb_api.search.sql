@@ -39,7 +39,12 @@ CREATE OR REPLACE FUNCTION sitekb_api.search(
 -- VOLATILE: a STABLE function sees the database as of the calling statement's start,
 -- so reading the alias again after retention dropped a snapshot would find the same one.
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, @extschema:vector@, pg_temp
+-- Only pg_catalog (and pg_temp last, which is never searched for functions or
+-- operators): the vector extension often lives in schema public, where a role
+-- allowed to create objects could define, say, public.cardinality(text[]), which
+-- would be a closer match than pg_catalog's and run with the owner's rights. The
+-- extension's operator and function are written schema-qualified instead.
+SET search_path = pg_catalog, pg_temp
 -- Recall@10 >= 0.95 at 100k chunks (tests/benchmarks/test_bench_snapshots.py). Every
 -- setting is restored when the function returns, whatever it set inside.
 SET hnsw.ef_search = 100
@@ -61,7 +66,7 @@ DECLARE
     v_tsquery  tsquery;
     v_snap     sitekb_api.resolved_snapshot;
     v_id       bigint;
-    -- The function's own search path (pg_catalog, the vector extension's schema, pg_temp).
+    -- The function's own search path (pg_catalog, pg_temp).
     v_path     text    := current_setting('search_path');
 BEGIN
     IF v_mode NOT IN ('vector', 'keyword', 'hybrid') THEN
@@ -105,9 +110,9 @@ BEGIN
             v_snap := sitekb_api.resolve_snapshot($1, $6, $7);  -- raises the explanation
         END IF;
         v_id := v_snap.snapshot_id;
-        IF $3 IS NOT NULL AND vector_dims($3) <> v_snap.dimensions THEN
+        IF $3 IS NOT NULL AND @extschema:vector@.vector_dims($3) <> v_snap.dimensions THEN
             RAISE EXCEPTION 'query_embedding has % dimensions; snapshot % was embedded with %:% (% dimensions)',
-                vector_dims($3), v_id, v_snap.embedding_provider, v_snap.embedding_model, v_snap.dimensions
+                @extschema:vector@.vector_dims($3), v_id, v_snap.embedding_provider, v_snap.embedding_model, v_snap.dimensions
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'embed the question with the snapshot''s own model';
         END IF;
@@ -124,8 +129,8 @@ BEGIN
                     SELECT v_id, (row_number() OVER ())::integer, n.chunk_id, n.url, n.title, n.heading_path,
                            n.content, (1 - n.distance)::float8, n.language, n.tags, n.published
                     FROM (SELECT t.chunk_id, t.url, t.title, t.heading_path, t.content, t.language, t.tags,
-                                 t.published, t.embedding <=> $3 AS distance
-                          FROM chunks t ORDER BY t.embedding <=> $3 LIMIT v_k) n;
+                                 t.published, t.embedding OPERATOR(@extschema:vector@.<=>) $3 AS distance
+                          FROM chunks t ORDER BY t.embedding OPERATOR(@extschema:vector@.<=>) $3 LIMIT v_k) n;
                 RETURN;
             END IF;
             RETURN QUERY
@@ -149,9 +154,9 @@ BEGIN
                      -- The nearest chunks by cosine distance (HNSW).
                      nearest AS MATERIALIZED (
                          SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags, c.published,
-                                c.embedding <=> $3 AS distance
+                                c.embedding OPERATOR(@extschema:vector@.<=>) $3 AS distance
                          FROM candidates c WHERE v_mode <> 'keyword'
-                         ORDER BY c.embedding <=> $3 LIMIT v_depth),
+                         ORDER BY c.embedding OPERATOR(@extschema:vector@.<=>) $3 LIMIT v_depth),
                      -- Full-text matches by cover density (GIN; title A, headings B, text C).
                      matching AS MATERIALIZED (
                          SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags, c.published,

@@ -1,7 +1,8 @@
 -- Snapshots a frontend may query (published, or published before and not yet
 -- dropped by retention), with their aliases and the model and server that embedded them.
-DROP VIEW IF EXISTS sitekb_api.snapshots;
-CREATE VIEW sitekb_api.snapshots AS
+-- CREATE OR REPLACE keeps the view (and its grants) while it is replaced; a change that
+-- removes or retypes a column needs a migration that drops it first.
+CREATE OR REPLACE VIEW sitekb_api.snapshots AS
 SELECT s.snapshot_id, s.site, s.state,
        coalesce(array_agg(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), '{}') AS aliases,
        s.embedding_provider, s.embedding_model, s.dimensions,
