@@ -95,11 +95,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             if summary["status"] == "succeeded" and args.question != "":
                 from sitekb import query
 
-                # A rerun publishes where its run was meant to (the alias it started with), not to --alias.
-                alias = args.alias if args.alias in summary["aliases"] or not summary["aliases"] \
-                    else summary["aliases"][0]
+                # The snapshot this run published, whichever alias it went to (a rerun keeps its own).
                 result = query.search(conn, settings, args.question or DEFAULT_QUESTION, site=config.name, k=3,
-                                      alias=alias, mode=args.mode)
+                                      snapshot_id=summary["snapshot_id"], mode=args.mode)
         if args.json:
             _print_json({**summary, "sample_search": [p.as_dict() for p in result] if result else []})
         else:

@@ -38,7 +38,6 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
@@ -55,6 +54,7 @@ from sitekb.providers.local import LocalEmbedder
 from sitekb.providers.openai_api import OpenAIEmbedder
 from sitekb.settings import Settings
 from sitekb.store import embeddings as cache
+from sitekb.store.snapshots import without_credentials
 
 if TYPE_CHECKING:
     from sitekb.sites import EmbeddingSettings
@@ -219,14 +219,6 @@ def openai_endpoint(settings: Settings, api_key_env: str | None, base_url: str |
     if api_key_env and api_key_env != "OPENAI_API_KEY":
         api_key = settings.secret(api_key_env) or api_key
     return api_key, settings.openai_base_url or base_url
-
-
-def without_credentials(url: str | None) -> str | None:
-    """``url`` without user and password (a recorded URL is shown to frontends)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
 
 
 def price_per_million(model: str, emb: "EmbeddingSettings | None" = None) -> float:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import psycopg
@@ -78,9 +79,7 @@ def refresh(settings: Settings, site: SiteConfig, *, run_id: str | None = None, 
     ``progress(stage, done, total)`` hears how far a long stage has come (the CLI draws it on a terminal).
     """
     params = {"alias": alias, "full_recrawl": full_recrawl, **({"actor": actor} if actor else {})}
-    url = store.database_url(settings)
-    with store.connection(url) as conn:
-        store.migrate(conn)
+    with _database(settings) as (url, conn):
         run = start(conn, settings, site, run_id or new_run_id(site.name), params)
         ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn, progress=progress)
         _prewarm(ctx)
@@ -101,9 +100,7 @@ def rerun(settings: Settings, site: SiteConfig, from_stage: str, *, run_id: str 
     work; force it when that process was killed). Returns the run id.
     """
     plan = stages.starting_at(from_stage)
-    url = store.database_url(settings)
-    with store.connection(url) as conn:
-        store.migrate(conn)
+    with _database(settings) as (url, conn):
         run_id = run_id or runs.newest(conn, site.name)
         before = runs.load(conn, run_id)
         if before.site.name != site.name:
@@ -130,9 +127,7 @@ def dry_run(settings: Settings, site: SiteConfig) -> dict:
     The run's documents and chunks are deleted afterwards (pages fetched stay,
     as after any crawl); its record stays, marked succeeded, with what each stage did.
     """
-    url = store.database_url(settings)
-    with store.connection(url) as conn:
-        store.migrate(conn)
+    with _database(settings) as (url, conn):
         run = start(conn, settings, site, new_run_id(site.name, "dryrun"), {"dry_run": True})
         ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn)
         try:
@@ -145,6 +140,15 @@ def dry_run(settings: Settings, site: SiteConfig) -> dict:
             "quarantined": validate["quarantined"], "chunks": chunk["chunks"], "tokens": chunk["tokens"],
             **{k: embed[k] for k in ("texts_to_embed", "tokens_to_embed", "estimated_usd", "price_per_million_usd",
                                      "spent_usd")}}
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[tuple[str, psycopg.Connection]]:
+    """The database URL (a stage may hand it to a subprocess) and a migrated connection to it."""
+    url = store.database_url(settings)
+    with store.connection(url) as conn:
+        store.migrate(conn)
+        yield url, conn
 
 
 def _run_plan(ctx: RunContext, plan: Iterable[Stage]) -> dict[str, StageResult]:

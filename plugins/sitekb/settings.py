@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     def _empty_path_is_default(cls, value, info):
         # SITEKB_HOME= (or AIRFLOW_HOME=) means unset, not the current folder.
         if isinstance(value, str) and not value.strip():
-            return _PATH_DEFAULTS[info.field_name]()
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
         return value
 
     @field_validator("home", "sites_dir", "dags_folder", "airflow_home")
@@ -133,10 +133,6 @@ class Settings(BaseSettings):
             if v is not None
         }
         return {"embedding": embedding} if embedding else {}
-
-
-_PATH_DEFAULTS = {"home": lambda: Path.cwd() / ".sitekb", "sites_dir": lambda: DEFAULT_SITES_DIR,
-                  "dags_folder": lambda: DEFAULT_DAGS_FOLDER, "airflow_home": lambda: None}
 
 
 def _explain(exc: ValidationError) -> str:

@@ -3,7 +3,8 @@
 The extract stage writes a run's documents (:func:`replace_run`), the
 validate stage gives each a verdict with every failed check and its measured
 values (:func:`set_verdicts`), the chunk stage reads the accepted ones and may
-still quarantine some (:func:`quarantine_after_chunking`). A quarantined
+still quarantine some (:func:`quarantine_after_chunking`; run again, it first
+takes those back, :func:`undo_chunk_quarantine`). A quarantined
 document stays, with its reasons, never silently dropped. Publishing drops the
 documents of runs that retention no longer needs (:func:`drop_unneeded`).
 """

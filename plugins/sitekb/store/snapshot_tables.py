@@ -51,7 +51,6 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
     """
     table_name = f"snap_{snapshot_id}"
     table = qualified(table_name)
-    view_schema = search_schema(snapshot_id)
     started = time.monotonic()
     with conn.transaction():
         drop(conn, snapshot_id)
@@ -113,10 +112,6 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         conn.execute(sql.SQL("CREATE INDEX ON {} USING gin (tsv)").format(table))
         conn.execute(sql.SQL("CREATE INDEX ON {} (url)").format(table))
         conn.execute(sql.SQL("ANALYZE {}").format(table))
-        # The SQL API's vector search reads "chunks" under this schema's search_path, so its
-        # plan is cached per session (migration 0009). Only the owner may read it.
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(view_schema))
-        conn.execute(sql.SQL("CREATE VIEW {}.chunks AS SELECT * FROM {}").format(view_schema, table))
         pages = conn.execute(sql.SQL("SELECT count(DISTINCT url) FROM {}").format(table)).fetchone()[0]
         counts = {"chunks": loaded, "documents": pages}
         conn.execute(
@@ -125,6 +120,10 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
                WHERE snapshot_id = %s""",
             (table_name, json.dumps(counts), snapshot_id),
         )
+        # The SQL API reads the table through the view "chunks" of schema sitekb_snap_<id>, so
+        # that a session caches its plan per snapshot; one SQL function makes that view, for a
+        # new snapshot and for any that lacks it. Only the owner may read it.
+        conn.execute("SELECT sitekb.ensure_search_views()")
     finished = time.monotonic()
     return {**counts, "load_seconds": round(loaded_at - started, 3), "index_seconds": round(finished - loaded_at, 3)}
 

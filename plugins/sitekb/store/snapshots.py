@@ -131,7 +131,7 @@ def create_record(conn: psycopg.Connection, *, site: str, run_id: str, provider:
     ``base_url`` is recorded without any user and password in it (frontends see
     it): an OPENAI_BASE_URL that carries them is set where queries run, and wins.
     """
-    base_url = _without_credentials(base_url)
+    base_url = without_credentials(base_url)
     row = conn.execute(
         """INSERT INTO sitekb.snapshots (site, run_id, embedding_provider, embedding_model, dimensions,
                                          tokenizer, config_hash, extractor_version, chunker_version,
@@ -157,7 +157,8 @@ def create_record(conn: psycopg.Connection, *, site: str, run_id: str, provider:
     return row[0]
 
 
-def _without_credentials(url: str | None) -> str | None:
+def without_credentials(url: str | None) -> str | None:
+    """``url`` without user and password: how a server URL is recorded (frontends see it)."""
     if not url:
         return url
     parts = urlsplit(url)
