@@ -10,11 +10,12 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install run test bench bench-peers serve airflow db-start db-stop clean help
+.PHONY: install run test test-distributed bench bench-peers serve airflow db-start db-stop clean help
 
 help:
 	@echo "make run    - set up, run the sitekb_refresh DAG on the demo site, print the snapshot and a search"
 	@echo "make test   - set up and run the whole test suite"
+	@echo "make test-distributed - only the CeleryExecutor test: Redis, two Celery workers, mapped embed tasks"
 	@echo "make bench  - run the benchmarks (tests/benchmarks), results in bench-results/"
 	@echo "make bench-peers - install the peers the snapshot benchmark compares with (llama-index, langchain)"
 	@echo "make serve  - start the HTTP API on 127.0.0.1:8000"
@@ -34,6 +35,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Part of `make test` too; skipped (and says why) without Debian's redis-server.
+test-distributed: install
+	$(BIN)/python -m pytest tests/distributed -q
 
 bench: install
 	$(BIN)/python -m pytest tests/benchmarks -q -p no:cacheprovider --timeout=3600 -o addopts="" -s

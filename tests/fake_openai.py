@@ -25,7 +25,10 @@ It also speaks enough of the Batch API for :mod:`sitekb.openai_batch`:
 ``POST /v1/files`` (multipart upload), ``POST /v1/batches`` (the job runs at
 once, its lines answered like ``/v1/embeddings``), ``GET /v1/batches[/{id}]``
 (``in_progress`` for the first ``batch_polls`` looks, then ``completed``) and
-``GET /v1/files/{id}/content``; ``fail_batch_lines`` makes chosen lines fail.
+``GET /v1/files/{id}/content``; ``fail_batch_lines`` makes chosen lines fail,
+``fail_batch_validation = "reason"`` makes the next jobs fail validation, and
+``malformed_batch_output`` gives the next jobs an output file that is not JSONL.
+With ``api_key`` set, the Batch API endpoints want that key too.
 
 ``python -m tests.fake_openai --port 8099`` serves it by hand.
 """
@@ -84,6 +87,7 @@ class Stats:
     batch_jobs: int = 0          # Batch API jobs created
     batch_inputs: int = 0        # inputs embedded through Batch API jobs
     batch_texts: list[str] = field(default_factory=list)
+    batch_looks: int = 0         # GET /v1/batches/{id}
 
 
 def fake_vector(text: str, dimensions: int, model: str = "") -> np.ndarray:
@@ -120,6 +124,8 @@ class FakeOpenAI:
         self.batches: dict[str, dict] = {}
         self.batch_polls = 1                 # looks at a job that answer in_progress before completed
         self.fail_batch_lines: set[int] = set()
+        self.fail_batch_validation: str | None = None  # jobs created while set fail validation with this reason
+        self.malformed_batch_output = False            # jobs created while set get an output that is not JSONL
 
     # -- control -----------------------------------------------------------
 
@@ -146,6 +152,8 @@ class FakeOpenAI:
             self.batches.clear()
             self.batch_polls = 1
             self.fail_batch_lines = set()
+            self.fail_batch_validation = None
+            self.malformed_batch_output = False
 
     def start(self) -> "FakeOpenAI":
         from sitekb.tokenization import get_tokenizer
@@ -297,6 +305,8 @@ class FakeOpenAI:
             batch_id = f"batch_{next(self._ids)}"
             output_id = f"file-{next(self._ids)}"
             self.files[output_id] = ("\n".join(output) + "\n").encode()
+            if self.malformed_batch_output:
+                self.files[output_id] = b'{"custom_id": "x-0", "response": {"status_code": 200, "body": {"data": [\n'
             self.stats.batch_jobs += 1
             now = int(time.time())
             self.batches[batch_id] = {
@@ -305,18 +315,29 @@ class FakeOpenAI:
                 "output_file_id": None, "error_file_id": None, "created_at": now, "expires_at": now + 86400,
                 "request_counts": {"total": completed + failed, "completed": completed, "failed": failed},
                 "metadata": payload.get("metadata"), "_output": output_id, "_looks": 0,
+                "_fail": self.fail_batch_validation,
             }
             return 200, self._batch_json(batch_id, look=False)
 
     def _batch_json(self, batch_id: str, look: bool = True) -> bytes:
         batch = self.batches[batch_id]
-        if look:
+        if look and batch.get("_fail"):
+            self.stats.batch_looks += 1
+            batch["status"] = "failed"
+            batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "message": batch["_fail"],
+                                                           "param": None, "line": None}]}
+        elif look:
+            self.stats.batch_looks += 1
             batch["_looks"] += 1
             done = batch["_looks"] > self.batch_polls
             batch["status"] = "completed" if done else "in_progress"
             if done:
                 batch["output_file_id"] = batch["_output"]
         return json.dumps({k: v for k, v in batch.items() if not k.startswith("_")}).encode()
+
+    def authorized(self, headers: dict[str, str]) -> bool:
+        """Whether a request carries the key the server wants (any, if it wants none)."""
+        return not self.api_key or headers.get("authorization") == f"Bearer {self.api_key}"
 
     def get(self, path: str) -> tuple[int, bytes]:
         with self._lock:
@@ -347,6 +368,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         headers = {k.lower(): v for k, v in self.headers.items()}
         path = self.path.split("?")[0].rstrip("/")
+        if path in ("/v1/files", "/v1/batches") and not self.fake.authorized(headers):
+            self._send(401, {}, _error("Incorrect API key provided.", "invalid_api_key"))
+            return
         if path == "/v1/files":
             self._send_pair(self.fake.upload(headers, raw))
             return
@@ -360,6 +384,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, headers, body)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        if not self.fake.authorized({k.lower(): v for k, v in self.headers.items()}):
+            self._send(401, {}, _error("Incorrect API key provided.", "invalid_api_key"))
+            return
         self._send_pair(self.fake.get(self.path))
 
     def _send_pair(self, answer: tuple[int, bytes]) -> None:

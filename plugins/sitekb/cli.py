@@ -187,7 +187,10 @@ def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb.demo.server import serve_demo_site
 
-    server = serve_demo_site(port=args.port)
+    server = serve_demo_site(host=args.host, port=args.port)
+    warning = server.exposure_warning()
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"demo site at {server.base_url} (Ctrl-C stops it)")
     try:
         while True:
@@ -221,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to publish to (default: {DEFAULT_ALIAS})")
     run.add_argument("--full", action="store_true", help="full recrawl: ignore ETag/Last-Modified")
     run.add_argument("--engine", choices=("local", "airflow"), default="local",
-                     help="local: stages in this process; airflow: the sitekb_refresh DAG via `airflow dags test`")
+                     help="local: stages in this process; airflow: the site's DAG (sitekb_SITE) via `airflow dags test`")
     run.add_argument("--dry-run", action="store_true", help="crawl and chunk, then report tokens and cost; embed nothing")
     run.add_argument("--from", dest="from_stage", choices=NAMES, metavar="STAGE",
                      help=f"run STAGE and the stages after it again for the site's newest run, which keeps what "
@@ -248,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     exc.set_defaults(func=cmd_exclusions)
 
     demo = sub.add_parser("demo", help="serve the bundled demo site until Ctrl-C")
-    demo.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (a free one if busy)")
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to bind (default: 127.0.0.1; 0.0.0.0 serves every interface, with a warning)")
+    demo.add_argument("--port", type=int, default=8765, help="port to listen on (a free one if busy)")
     demo.set_defaults(func=cmd_demo)
 
     af = sub.add_parser("airflow", help="run the `airflow` CLI with sitekb's environment (e.g. `standalone`)",

@@ -304,9 +304,24 @@ def _embed_batch(embedder: Embedder, texts: list[str], counts: list[int]) -> tup
     return embedder.embed(texts), None
 
 
+def check_input_lengths(todo: list[tuple[bytes, str, int]], embedder: Embedder, run_id: str) -> None:
+    """Refuse texts longer than the model accepts (chunked for another model) before any request."""
+    too_long = [count for _, _, count in todo if count > embedder.max_tokens]
+    if too_long:
+        raise ConfigError(
+            f"{len(too_long)} chunks of run {run_id} have more tokens (up to {max(too_long)}) than "
+            f"{embedder.model} accepts ({embedder.max_tokens}); they were chunked for another model. "
+            "Run the chunk stage again with this embedding config."
+        )
+
+
 def embed_run(conn: psycopg.Connection, run_id: str, embedder: Embedder, batch_size: int | None = None, *,
-              budget_usd: float | None = None, progress: Callable[[int, int], None] | None = None) -> EmbedResult:
+              budget_usd: float | None = None, progress: Callable[[int, int], None] | None = None,
+              shard: tuple[int, int] | None = None) -> EmbedResult:
     """Embed every distinct text of the run that the cache lacks; commit each request's vectors as it returns.
+
+    ``shard=(i, n)``: only part ``i`` of ``n`` of those texts (one mapped
+    Airflow task's share, :func:`sitekb.store.embeddings.shard_condition`).
 
     Up to ``embedder.concurrency`` requests are in flight. If one fails, the
     others in flight are still awaited and stored (they are paid for), then
@@ -316,18 +331,13 @@ def embed_run(conn: psycopg.Connection, run_id: str, embedder: Embedder, batch_s
     """
     started = time.monotonic()
     total = cache.distinct_texts(conn, run_id)
-    todo = cache.missing_texts(conn, run_id, embedder.model, embedder.dimensions)
-    result = EmbedResult(total=total, reused=total - len(todo), embedded=0, requests=0, seconds=0.0)
+    todo = cache.missing_texts(conn, run_id, embedder.model, embedder.dimensions, shard=shard)
+    result = EmbedResult(total=total, reused=total - len(todo) if shard is None else 0, embedded=0, requests=0,
+                         seconds=0.0)
     if not todo:
         result.seconds = time.monotonic() - started
         return result
-    too_long = [count for _, _, count in todo if count > embedder.max_tokens]
-    if too_long:
-        raise ConfigError(
-            f"{len(too_long)} chunks of run {run_id} have more tokens (up to {max(too_long)}) than "
-            f"{embedder.model} accepts ({embedder.max_tokens}); they were chunked for another model. "
-            "Run the chunk stage again with this embedding config."
-        )
+    check_input_lengths(todo, embedder, run_id)
     warm = getattr(embedder, "warm", None)
     if warm is not None:
         result.model_load_seconds = warm()

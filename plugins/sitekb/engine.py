@@ -31,7 +31,7 @@ from sitekb.passages import DEFAULT_ALIAS
 from sitekb.settings import Settings
 from sitekb.sites import SiteConfig
 from sitekb.stages import RunContext, Stage, StageResult
-from sitekb.store import documents, runs
+from sitekb.store import documents, runs, snapshots
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,16 @@ def refresh(settings: Settings, site: SiteConfig, *, run_id: str | None = None, 
         run = start(conn, settings, site, run_id or new_run_id(site.name), params)
         ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn, progress=progress)
         _prewarm(ctx)
+        if site.airflow.approval.required:
+            # A content owner decides before the alias moves; this process cannot wait for one.
+            _run_plan(ctx, stages.STAGES[: stages.NAMES.index("publish")])
+            snap = snapshots.for_run(conn, run.run_id)
+            runs.finish(conn, run.run_id, "succeeded")
+            log.info("site %s requires approval: snapshot %s is validated and not published; a content owner "
+                     "publishes it with `sitekb snapshots publish %s --alias %s --reason ...`, or runs the site's "
+                     "DAG in Airflow, which asks for the approval", site.name, snap.snapshot_id, snap.snapshot_id,
+                     alias)
+            return run.run_id
         _run_plan(ctx, stages.STAGES)
     return run.run_id
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 
 from sitekb.stages import NAMES as STAGE_ORDER
-from sitekb.store import runs
+from sitekb.store import embeddings, runs
 
 
 def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
@@ -14,6 +14,7 @@ def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
     run, snap = runs.summary(conn, run_id)
     stages = run["stages"] or {}
     crawl, embed, validate = stages.get("crawl", {}), stages.get("embed", {}), stages.get("validate", {})
+    spend = embeddings.run_spend(conn, run_id)
     return {
         "run_id": run_id,
         "site": run["site"],
@@ -32,13 +33,80 @@ def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
         "chunks": stages.get("chunk", {}).get("chunks", 0),
         "embedding_model": f"{embed.get('provider', '?')}:{embed.get('model', '?')}",
         "dimensions": embed.get("dimensions"),
-        "embeddings_reused": embed.get("reused", 0),
-        "embeddings_computed": embed.get("embedded", 0),
+        # Mapped embed tasks (Airflow) embed before the embed stage runs: the run's spend counts them all.
+        "embeddings_reused": max(0, embed.get("chunks", 0) - max(embed.get("embedded", 0), spend["inputs"]))
+        if embed else 0,
+        "embeddings_computed": max(embed.get("embedded", 0), spend["inputs"]),
         "golden": stages.get("evaluate", {}).get("golden"),
         "diff": stages.get("evaluate", {}).get("diff"),
         "stage_seconds": {name: stages[name].get("seconds") for name in STAGE_ORDER if name in stages},
         "quality": (snap["quality"] if snap else None) or {},
+        "tokens": stages.get("chunk", {}).get("tokens", 0),
+        "spend": spend,
+        "verdict": stages.get("evaluate", {}).get("verdict"),
+        "failures": stages.get("evaluate", {}).get("failures") or [],
+        "dry_run": bool((run["params"] or {}).get("dry_run")),
+        "estimated_usd": embed.get("estimated_usd"),
+        "diff_pages": (snap.get("diff") if snap else None) or {},
     }
+
+
+def format_note(summary: dict) -> str:
+    """The run's account in a few Markdown lines: the note of its Airflow DAG run."""
+    s = summary
+    snap = s["snapshot_id"]
+    if s["dry_run"]:
+        head = f"**sitekb {s['site']}** · dry run: nothing published; embedding would cost ${s['estimated_usd'] or 0:.4f}"
+    elif s["status"] == "succeeded":
+        head = f"**sitekb {s['site']}** · snapshot {snap} published to {', '.join(s['aliases']) or '-'}"
+    elif s["status"] == "blocked":
+        head = f"**sitekb {s['site']}** · snapshot {snap} REJECTED, live snapshot unchanged"
+    else:
+        head = f"**sitekb {s['site']}** · run {s['status']}" + (f" (snapshot {snap})" if snap else "")
+    spend = s["spend"]
+    lines = [
+        head,
+        f"- pages: {s['pages_crawled']} ({s['pages_not_modified']} not modified); errors: {_counts(s['crawl_errors'])}",
+        f"- excluded by rule: {_counts(s['excluded'])}",
+        f"- documents: {s['documents']} accepted, {s['quarantined']} quarantined",
+        f"- chunks: {s['chunks']}, {s['tokens']} tokens; embedded {s['embeddings_computed']} new, "
+        f"{s['embeddings_reused']} reused; {spend['tokens']} tokens billed, ${spend['usd']:.4f}",
+    ]
+    if s.get("verdict"):
+        golden = s.get("golden")
+        lines.append(f"- gate: {s['verdict']}" + (f"; golden {golden['hits']}/{golden['asked']}" if golden else ""))
+    if s.get("diff"):
+        d = s["diff"]
+        lines.append(f"- diff vs live: +{d.get('added', 0)} pages, -{d.get('removed', 0)}, ~{d.get('changed', 0)} changed")
+    if s.get("error"):
+        lines.append(f"- reason: {s['error']}")
+    lines.append(f"- run: {s['run_id']}")
+    return "\n".join(lines)
+
+
+def review_markdown(conn: psycopg.Connection, run_id: str, limit: int = 15) -> str:
+    """What a content owner reads before approving a snapshot: verdict, golden results, diff, quarantine."""
+    s = run_summary(conn, run_id)
+    golden = s.get("golden") or {}
+    lines = [f"### {s['site']}: snapshot {s['snapshot_id']}", "", format_note(s), ""]
+    if golden:
+        lines.append(f"**Golden questions**: {golden.get('hits')}/{golden.get('asked')} find their page")
+        for question in (golden.get("missed") or [])[:limit]:
+            lines.append(f"- missed: {question}")
+        lines.append("")
+    diff = s["diff_pages"]
+    for kind in ("added", "removed", "changed"):
+        urls = diff.get(kind) or []
+        if urls:
+            lines.append(f"**Pages {kind}** ({len(urls)}): " + ", ".join(urls[:limit])
+                         + (f", ... and {len(urls) - limit} more" if len(urls) > limit else ""))
+    lines.append("")
+    lines.append("**Quarantined pages**" + ("" if s["quarantined_urls"] else ": none"))
+    for url, checks in sorted(s["quarantined_urls"].items())[:limit]:
+        lines.append(f"- {url}: {', '.join(checks)}")
+    if len(s["quarantined_urls"]) > limit:
+        lines.append(f"- ... and {len(s['quarantined_urls']) - limit} more")
+    return "\n".join(lines)
 
 
 def format_summary(summary: dict) -> str:

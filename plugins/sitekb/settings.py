@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(default=None,
                                         validation_alias=AliasChoices("openai_base_url", "OPENAI_BASE_URL"))
     airflow_home: Path | None = Field(default=None, validation_alias=AliasChoices("airflow_home", "AIRFLOW_HOME"))
+    # Where the bundled demo site is served when sitekb does not serve it itself (docker-compose's sitekb-demo).
+    demo_start_url: str | None = None
     # The variables a site config may name (embedding.api_key_env), captured with the rest.
     environment: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 
@@ -93,7 +95,7 @@ class Settings(BaseSettings):
         return None if path is None else Path(path).expanduser().resolve()
 
     @field_validator("database_url", "api_database_url", "embedding_model", "openai_api_key", "openai_base_url",
-                     "embedding_provider", "embedding_dimensions", mode="before")
+                     "embedding_provider", "embedding_dimensions", "demo_start_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

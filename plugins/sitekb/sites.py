@@ -257,6 +257,86 @@ class EmbeddingSettings(_Strict):
         return url
 
 
+class NotifierConfig(_Strict):
+    """Where a site's alerts go (sitekb.orchestration.notify): a failed run or gate, a missed deadline, ...
+
+    Secrets stay out of the site file: a Slack or webhook URL with a token in
+    it comes from an Airflow connection (``conn_id``: its host, or password,
+    holds the URL) or an environment variable (``url_env``).
+    """
+
+    kind: Literal["webhook", "slack", "smtp"]
+    url: str | None = Field(default=None, description="webhook: the URL to POST the alert to (JSON).")
+    url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                description="webhook/slack: environment variable holding the URL.")
+    conn_id: str | None = Field(default=None, description="slack/webhook: Airflow connection with the URL; "
+                                                          "smtp: the SMTP connection (default smtp_default).")
+    to: list[str] = Field(default_factory=list, description="smtp: recipients.")
+    sender: str | None = Field(default=None, description="smtp: the From address (default: the connection's).")
+    events: list[Literal["failed", "rejected", "deadline", "published", "approval"]] = Field(
+        default_factory=lambda: ["failed", "rejected", "deadline", "approval"],
+        description="What is sent: a failed task, a rejected snapshot, a missed freshness deadline, "
+                    "a published snapshot, an approval waiting.")
+
+    @model_validator(mode="after")
+    def _target(self) -> "NotifierConfig":
+        if self.kind == "smtp":
+            if not self.to:
+                raise ValueError("an smtp notifier needs `to` (a list of addresses)")
+        elif not (self.url or self.url_env or self.conn_id):
+            raise ValueError(f"a {self.kind} notifier needs one of url, url_env or conn_id")
+        if self.url is not None and urlsplit(self.url).scheme not in ("http", "https"):
+            raise ValueError(f"{self.url!r} is not an http(s) URL")
+        return self
+
+
+class ApprovalConfig(_Strict):
+    """A content owner approves a snapshot before the alias moves (an Airflow Human-in-the-loop task)."""
+
+    required: bool = False
+    approvers: list[str] = Field(default_factory=list, description="Airflow users who may decide; empty: any.")
+    timeout_hours: float = Field(default=72, gt=0, description="Undecided this long: the snapshot is not published.")
+
+
+class AirflowConfig(_Strict):
+    """How the site's own DAG (``sitekb_<name>``) is scheduled and run (sitekb.orchestration.dag_factory)."""
+
+    schedule: str | None = Field(
+        default="@daily", description="A cron expression or preset (@daily, @hourly, ...); null: manual only. "
+                                      "The demo site is only scheduled when its file sets this.")
+    schedule_assets: list[str] = Field(
+        default_factory=list, description="Asset URIs: the DAG runs when any of them is updated (instead of a schedule).")
+    owner: str = "sitekb"
+    tags: list[str] = Field(default_factory=list)
+    max_active_runs: int = Field(default=1, ge=1, le=1, description="One run of a site at a time.")
+    retries: int = Field(default=2, ge=0, le=10, description="Retries of a task after a transient failure.")
+    embed_shard_texts: int = Field(default=2000, ge=1, description="Texts per mapped embed task.")
+    max_embed_shards: int = Field(default=16, ge=1, le=256, description="Most mapped embed tasks per run.")
+    freshness_hours: float | None = Field(
+        default=None, gt=0, description="Deadline: notify when a run has not published this long after it was due.")
+    approval: ApprovalConfig = ApprovalConfig()
+    notifiers: list[NotifierConfig] = Field(default_factory=list)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, schedule: str | None) -> str | None:
+        if schedule is None or schedule.startswith("@"):
+            return schedule
+        fields = schedule.split()
+        if len(fields) not in (5, 6) or not all(re.fullmatch(r"[0-9*/,\-A-Za-z?LW#]+", f) for f in fields):
+            raise ValueError(f"{schedule!r} is not a cron expression (5 fields, e.g. '0 3 * * *') or a preset "
+                             "such as @daily")
+        return schedule
+
+    @field_validator("schedule_assets")
+    @classmethod
+    def _asset_uris(cls, uris: list[str]) -> list[str]:
+        for uri in uris:
+            if "://" not in uri:
+                raise ValueError(f"{uri!r} is not an asset URI such as sitekb://docs/production")
+        return uris
+
+
 class GoldenQuestion(_Strict):
     question: str
     expected_url: str
@@ -279,6 +359,7 @@ class SiteConfig(_Strict):
     golden_mode: Mode = Field(
         default="vector", description="Search mode the golden questions are asked in (the API's default)."
     )
+    airflow: AirflowConfig = AirflowConfig()
     keep_snapshots: int = Field(
         default=5, ge=1,
         description="Snapshots kept by retention (plus aliased and pinned ones); also how many runs keep their documents.",
@@ -313,7 +394,8 @@ class SiteConfig(_Strict):
         return self.crawl.allowed_domains or sorted({urlsplit(u).hostname or "" for u in self.start_urls})
 
     def config_hash(self) -> str:
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        # How the site is scheduled and alerted (the airflow section) does not change what it knows.
+        payload = json.dumps(self.model_dump(mode="json", exclude={"airflow"}), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
     def with_base_url(self, base_url: str) -> "SiteConfig":

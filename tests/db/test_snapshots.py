@@ -83,6 +83,23 @@ def test_rollback_returns_to_the_previous_snapshot_and_back(conn):
                      (a.snapshot_id, b.snapshot_id, "factory"), (None, a.snapshot_id, "factory")]
 
 
+def test_an_owners_decisions_are_in_the_alias_audit_log_and_a_rejection_moves_nothing(conn):
+    a = make_snapshot(conn, "s", random_pages("s"), publish_as="production")
+    b = make_snapshot(conn, "s", random_pages("s", seed=1), seed=1, state="validated")
+    snapshots.reject(conn, b.snapshot_id, "production", actor="airflow-user:maria", reason="old pricing page")
+    assert _alias_target(conn, "s") == a.snapshot_id
+    assert snapshots.get(conn, b.snapshot_id).state == "rejected"
+    c = make_snapshot(conn, "s", random_pages("s", seed=2), seed=2, state="validated")
+    snapshots.publish(conn, c.snapshot_id, "production", actor="airflow-user:maria", reason="approved: fixed",
+                      decision="approved")
+    log = [(e["decision"], e["from_snapshot"], e["to_snapshot"], e["actor"], e["reason"])
+           for e in snapshots.history(conn, "s")]
+    assert log[:2] == [("approved", a.snapshot_id, c.snapshot_id, "airflow-user:maria", "approved: fixed"),
+                       ("rejected", a.snapshot_id, b.snapshot_id, "airflow-user:maria", "old pricing page")]
+    # A rollback goes back along moves, never to a snapshot an owner turned down.
+    assert snapshots.rollback(conn, "s") == (c.snapshot_id, a.snapshot_id)
+
+
 def test_rollback_without_history_is_a_clear_error(conn):
     make_snapshot(conn, "s", random_pages("s"), publish_as="production")
     with pytest.raises(NotFound, match="no earlier snapshot"):

@@ -226,3 +226,21 @@ def test_a_rerun_from_chunking_chooses_its_embedder_again(conn, database_url, se
     assert engine.rerun(settings, small_site, "chunk", force=True) == "rechunk"
     recorded = conn.execute("SELECT embedding->>'tokenizer' FROM sitekb.runs WHERE run_id = 'rechunk'").fetchone()[0]
     assert recorded != "stale" and snapshots.for_run(conn, "rechunk").tokenizer == recorded
+
+
+def test_a_site_that_requires_approval_is_built_and_judged_but_not_published_by_the_cli(conn, settings, small_site,
+                                                                                         caplog):
+    data = small_site.model_dump(mode="json")
+    data["airflow"] = {"approval": {"required": True}}
+    site = type(small_site).model_validate(data)
+    with caplog.at_level("INFO", logger="sitekb"):
+        run_id = engine.refresh(settings, site)
+    snap = snapshots.for_run(conn, run_id)
+    assert snap.state == "validated"
+    assert conn.execute("SELECT count(*) FROM sitekb.aliases WHERE site = %s", (site.name,)).fetchone()[0] == 0
+    assert f"sitekb snapshots publish {snap.snapshot_id}" in caplog.text
+
+    from sitekb.orchestration.runner import run_dag
+
+    with pytest.raises(SitekbError, match="cannot wait for one: trigger the DAG sitekb_demo"):
+        run_dag(site, "demo", settings)

@@ -1,4 +1,4 @@
-"""End to end: the real `sitekb_refresh` DAG on the demo site, then search, re-run and failures.
+"""End to end: the demo site's own DAG (`sitekb_demo`) on the demo site, then search, re-run and failures.
 
 The first run goes through Airflow (`airflow dags test` with SQLite metadata),
 exactly as `make run` does; later runs use the in-process engine to keep the

@@ -6,25 +6,19 @@ chromium-driver`); skipped with that reason when they are missing.
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
 from sitekb import api, store
 from sitekb.settings import Settings
+from tests.browser import chromium, needs_chromium
 from tests.conftest import _reset_schema
 from tests.db.factory import TOPICS, make_snapshot, running_server
 
-CHROMIUM = os.environ.get("SITEKB_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("SITEKB_CHROMEDRIVER", shutil.which("chromedriver") or "/usr/bin/chromedriver")
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                       reason=f"headless Chromium not installed ({CHROMIUM}, {CHROMEDRIVER}): "
-                              "run `apt-get install -y chromium chromium-driver` as root"),
+    needs_chromium,
 ]
 
 
@@ -40,19 +34,7 @@ def served(database_server):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_OFFLINE", "true")   # never let Selenium Manager download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1200,1000",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"), width=1200)
     yield driver
     driver.quit()
 

@@ -63,3 +63,14 @@ def test_base_url_from_uri_style_connection_fields(clean_env):
     extra = Connection(conn_id="x", conn_type="generic", extra=json.dumps({"base_url": "https://a.test/openai/v1"}))
     assert openai_base_url(extra) == "https://a.test/openai/v1"
     assert openai_base_url(Connection(conn_id="x", conn_type="generic")) is None
+    provider_style = Connection(conn_id="x", conn_type="openai", password="k",
+                                extra=json.dumps({"openai_client_kwargs": {"base_url": "http://127.0.0.1:9/v1"}}))
+    assert openai_base_url(provider_style) == "http://127.0.0.1:9/v1"
+
+
+def test_a_postgres_provider_connection_keeps_its_options(clean_env):
+    clean_env.setenv("AIRFLOW_CONN_SITEKB_DB", json.dumps({
+        "conn_type": "postgres", "host": "db.internal", "port": 5432, "login": "kb", "password": "p@ss",
+        "schema": "sitekb", "extra": {"sslmode": "require"}}))
+    url = settings_module.task_settings().database_url
+    assert url.startswith("postgresql://kb:p%40ss@db.internal:5432/sitekb") and "sslmode=require" in url

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import email.utils
+import os
 import re
+import socket
+import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -362,3 +366,178 @@ def test_serve_demo_site_falls_back_when_port_busy():
             other.stop()
     # stop() is idempotent and the port is released
     busy.stop()
+
+
+# --------------------------------------------------------------------------- #
+# the origin a request was addressed to (docker-compose crawls sitekb-demo:8765)
+# --------------------------------------------------------------------------- #
+COMPOSE_ORIGIN = "http://sitekb-demo:8765"
+COMPOSE_HOST = {"Host": "sitekb-demo:8765"}
+
+
+def raw_get(site, path: str, host_lines: bytes) -> tuple[int, dict[str, str], bytes]:
+    """GET ``path`` with ``host_lines`` sent verbatim as the Host header line(s).
+
+    urllib refuses header values with CR/LF, so hostile Host headers go out on a
+    plain socket.
+    """
+    request = b"GET " + path.encode() + b" HTTP/1.1\r\n" + host_lines + b"Connection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", site.port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, body
+
+
+def sitemap_locs(body: bytes) -> list[str]:
+    return re.findall(r"<loc>([^<]+)</loc>", body.decode("utf-8"))
+
+
+def test_sitemap_robots_and_redirects_name_the_host_requested(site):
+    status, _, body = fetch(site.base_url + "/sitemap.xml", headers=COMPOSE_HOST)
+    assert status == 200
+    locs = sitemap_locs(body)
+    assert len(locs) >= 45
+    assert all(loc.startswith(COMPOSE_ORIGIN + "/") for loc in locs), locs[:3]
+
+    text = fetch(site.base_url + "/robots.txt", headers=COMPOSE_HOST)[2].decode()
+    assert f"Sitemap: {COMPOSE_ORIGIN}/sitemap.xml" in text
+    assert "127.0.0.1" not in text
+
+    status, headers, body = fetch(site.base_url + "/old/lead-scoring.html", headers=COMPOSE_HOST)
+    assert status == 301 and headers["Location"] == COMPOSE_ORIGIN + LEAD_SCORING
+    assert f'href="{COMPOSE_ORIGIN + LEAD_SCORING}"'.encode() in body
+    status, headers, _ = fetch(site.base_url + "/articles", headers=COMPOSE_HOST)
+    assert status == 301 and headers["Location"] == COMPOSE_ORIGIN + "/articles/"
+
+
+def test_each_origin_gets_its_own_etag(site):
+    url = site.base_url + "/sitemap.xml"
+    ours, theirs = fetch(url)[1]["ETag"], fetch(url, headers=COMPOSE_HOST)[1]["ETag"]
+    assert ours != theirs
+    # a validator from one origin does not revalidate the other origin's body
+    assert fetch(url, headers={**COMPOSE_HOST, "If-None-Match": ours})[0] == 200
+    assert fetch(url, headers={**COMPOSE_HOST, "If-None-Match": theirs})[0] == 304
+
+
+def test_an_ipv6_host_header_is_an_origin(site):
+    status, _, body = raw_get(site, "/sitemap.xml", b"Host: [::1]:8765\r\n")
+    assert status == 200
+    assert all(loc.startswith("http://[::1]:8765/") for loc in sitemap_locs(body))
+
+
+HOSTILE_HOST_LINES = {
+    "path-and-markup": b"Host: evil.example/<script>\r\n",
+    "markup": b"Host: evil.example\"><script>alert(1)</script>\r\n",
+    "space": b"Host: evil.example attacker\r\n",
+    "folded-crlf": b"Host: sitekb-demo:8765\r\n /injected\r\n",
+    "tab": b"Host: evil.example\t<script>\r\n",
+    "userinfo": b"Host: user@evil.example\r\n",
+    "bad-port": b"Host: sitekb-demo:99999\r\n",
+    "bad-ipv6": b"Host: [not:an:address]\r\n",
+    "underscore": b"Host: evil_example\r\n",
+    "empty": b"Host: \r\n",
+    "two-hosts": b"Host: sitekb-demo:8765\r\nHost: evil.example\r\n",
+    "missing": b"",
+}
+
+
+@pytest.mark.parametrize("host_lines", HOSTILE_HOST_LINES.values(), ids=HOSTILE_HOST_LINES.keys())
+def test_a_hostile_or_missing_host_falls_back_to_the_bound_address(site, host_lines):
+    status, _, body = raw_get(site, "/sitemap.xml", host_lines)
+    assert status == 200
+    locs = sitemap_locs(body)
+    assert locs and all(loc.startswith(site.base_url + "/") for loc in locs), locs[:3]
+
+    status, _, body = raw_get(site, "/robots.txt", host_lines)
+    assert f"Sitemap: {site.base_url}/sitemap.xml" in body.decode()
+
+    status, headers, _ = raw_get(site, "/old/lead-scoring.html", host_lines)
+    assert status == 301 and headers["Location"] == site.base_url + LEAD_SCORING
+
+
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [
+        ("sitekb-demo:8765", "http://sitekb-demo:8765"),
+        ("sitekb-demo", "http://sitekb-demo"),
+        ("127.0.0.1:8765", "http://127.0.0.1:8765"),
+        ("Docs.Example.COM", "http://Docs.Example.COM"),
+        ("[::1]:80", "http://[::1]:80"),
+        ("[::ffff:127.0.0.1]", "http://[::ffff:127.0.0.1]"),
+        ("evil.example/<script>", None),
+        ("evil.example:80/x", None),
+        ("a..b", None),
+        ("-leading-dash", None),
+        ("host:", None),
+        ("host:0", None),
+        ("[::1", None),
+        ("x" * 64 + ".example", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_origin_from_host(host, origin):
+    assert demo_server.origin_from_host(host) == origin
+
+
+# --------------------------------------------------------------------------- #
+# binding beyond loopback
+# --------------------------------------------------------------------------- #
+def test_loopback_binding_has_no_warning(site):
+    assert site.loopback_only and site.exposure_warning() is None
+
+
+def test_binding_every_interface_warns_and_keeps_a_loopback_base_url():
+    with DemoSite(host="0.0.0.0") as exposed:
+        assert exposed.base_url == f"http://127.0.0.1:{exposed.port}"
+        assert not exposed.loopback_only
+        warning = exposed.exposure_warning()
+        assert warning and "0.0.0.0" in warning and str(exposed.port) in warning
+        # no Host of its own: the bound address, as before
+        assert raw_get(exposed, "/robots.txt", b"")[2].decode().count(exposed.base_url) == 1
+        locs = sitemap_locs(fetch(exposed.base_url + "/sitemap.xml", headers=COMPOSE_HOST)[2])
+        assert locs and all(loc.startswith(COMPOSE_ORIGIN + "/") for loc in locs)
+
+
+def _run_until_it_prints_its_url(cmd: list[str]) -> tuple[str, str]:
+    """Start ``cmd``, wait for the line with its URL, stop it; return (stdout line, stderr)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(DEMO_DIR.parents[1]), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while "http://" not in line and time.monotonic() < deadline and process.poll() is None:
+            line = process.stdout.readline()
+    finally:
+        process.terminate()
+        try:
+            _, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+    assert "http://" in line, stderr[-2000:]
+    return line, stderr
+
+
+@pytest.mark.parametrize(
+    "entry_point",
+    [
+        [sys.executable, "-m", "sitekb.demo.server"],
+        [sys.executable, "-m", "sitekb.cli", "demo"],
+    ],
+    ids=["module", "sitekb-demo"],
+)
+def test_entry_points_take_host_and_warn_beyond_loopback(entry_point):
+    line, stderr = _run_until_it_prints_its_url([*entry_point, "--host", "0.0.0.0", "--port", "0"])
+    assert "http://127.0.0.1:" in line
+    assert "warning" in stderr and "0.0.0.0" in stderr
+
+    line, stderr = _run_until_it_prints_its_url([*entry_point, "--port", "0"])
+    assert "http://127.0.0.1:" in line
+    assert "warning" not in stderr

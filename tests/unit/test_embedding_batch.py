@@ -57,3 +57,30 @@ def test_failed_lines_alone_go_through_the_synchronous_endpoint(fake_openai):
     assert fake_openai.stats.batch_inputs == 150 and fake_openai.stats.texts == texts[100:200]
     sync = get_embedder("openai", MODEL, 24, api_key="test", base_url=fake_openai.base_url)
     np.testing.assert_allclose(vectors[90:110], sync.embed(texts[90:110]), rtol=1e-6)
+
+
+def test_the_job_steps_resume_anywhere_without_sleeping(fake_openai):
+    from sitekb.errors import SitekbError
+
+    texts = [f"step text {i}" for i in range(250)]
+    fake_openai.batch_polls = 1
+    fake_openai.fail_batch_lines = {2}
+    job = batch_embedder(fake_openai).submit_job(texts)
+    assert not job.done and job.key == batch_embedder(fake_openai).job_key(texts)
+    with pytest.raises(TransientError, match="still"):
+        batch_embedder(fake_openai).collect(job, texts)  # not done yet: nothing to read
+    # Another process (a resumed task) knows only the job id: status, then vectors read back from the job's files.
+    later = batch_embedder(fake_openai)
+    assert later.check_job(job.batch_id).done and later.submit_job(texts) == later.check_job(job.batch_id)
+    output = later.collect(job.batch_id)
+    assert output.texts == texts and output.missing == [2] and not output.done_rows[200:].any()
+    assert later.missing_tokens(output) > 0 and fake_openai.stats.requests == 0
+    later.resend(output)
+    assert output.done_rows.all() and output.resent == 50 and fake_openai.stats.texts == texts[200:]
+    sync = get_embedder("openai", MODEL, 24, api_key="test", base_url=fake_openai.base_url)
+    np.testing.assert_allclose(output.vectors, sync.embed(texts), rtol=1e-6)
+    assert fake_openai.stats.batch_jobs == 1 and later.jobs_submitted == 0
+    fake_openai.fail_batch_validation = "the model is not available in the Batch API"
+    failed = batch_embedder(fake_openai).new_job(["another text"])
+    with pytest.raises(SitekbError, match="failed validation: the model is not available"):
+        batch_embedder(fake_openai).wait(failed)

@@ -9,14 +9,21 @@ Usage from code (tests, the quickstart)::
 or from a shell::
 
     python -m sitekb.demo.server --port 8765
+    python -m sitekb.demo.server --host 0.0.0.0 --port 8765   # e.g. in docker-compose
 
 Behaviour, relied upon by the crawler tests:
 
 * files are served from ``site_dir``; ``/`` and ``/articles/`` map to their
   ``index.html``; a directory without trailing slash gets a 301 to the slash form;
-* ``{{BASE_URL}}`` is replaced with the server's base URL in text bodies
+* ``{{BASE_URL}}`` is replaced with the request's origin in text bodies
   (.html, .xml, .txt), so ``sitemap.xml`` / ``robots.txt`` carry absolute URLs;
-* ``/old/lead-scoring.html`` answers ``301`` with an absolute ``Location``;
+* the request's origin is ``http://`` + its ``Host`` header when that is a plain
+  ``host[:port]`` (letters, digits, dots, dashes; a bracketed IPv6 address), so a
+  server bound to 0.0.0.0 and crawled at ``http://sitekb-demo:8765/`` names that
+  origin; a missing, repeated or malformed ``Host`` falls back to ``base_url``
+  (the bound address, 127.0.0.1 for 0.0.0.0);
+* ``/old/lead-scoring.html`` answers ``301`` with an absolute ``Location`` on the
+  request's origin, as does a directory without trailing slash;
 * unknown paths answer ``404`` with a small HTML body;
 * every 200 carries a strong ``ETag`` (quoted sha256 prefix of the body) and a
   ``Last-Modified`` (the file's mtime, to the second); ``If-None-Match`` and
@@ -32,7 +39,9 @@ import datetime
 import email.utils
 import hashlib
 import http.server
+import ipaddress
 import posixpath
+import re
 import socket
 import sys
 import threading
@@ -63,6 +72,14 @@ _CONTENT_TYPES = {
 }
 _SUBSTITUTED_SUFFIXES = {".html", ".htm", ".xml", ".txt"}
 
+# What a Host header may be for the server to echo it into bodies and Location
+# headers: a DNS name or IPv4 address, or a bracketed IPv6 address, and an
+# optional port. Anything else (paths, markup, spaces, CR/LF) is not an origin.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_HEADER = re.compile(
+    rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{{1,5}}))?"
+)
+
 NOT_FOUND_BODY = (
     "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">"
     "<title>404 Not Found</title></head>\n<body>\n<h1>Page not found</h1>\n"
@@ -85,6 +102,24 @@ def _parse_http_date(value: str) -> int | None:
     if parsed.tzinfo is None:  # RFC 9110: HTTP dates are GMT
         parsed = parsed.replace(tzinfo=datetime.timezone.utc)
     return int(parsed.timestamp())
+
+
+def origin_from_host(host_header: str | None) -> str | None:
+    """``http://`` + a well-formed ``host[:port]`` Host header, else None."""
+    if host_header is None or len(host_header) > 255:
+        return None
+    match = _HOST_HEADER.fullmatch(host_header)
+    if match is None:
+        return None
+    if host_header.startswith("["):
+        try:
+            ipaddress.IPv6Address(host_header[1 : host_header.index("]")])
+        except ValueError:
+            return None
+    port = match.group("port")
+    if port is not None and not 0 < int(port) <= 65535:
+        return None
+    return "http://" + host_header
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -152,15 +187,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     # -- request handling -------------------------------------------------
+    def _origin(self) -> str:
+        """The origin this request was addressed to, or the server's base URL."""
+        hosts = self.headers.get_all("Host") or []
+        # two Host headers are a malformed request (RFC 9112 3.2): trust neither
+        origin = origin_from_host(hosts[0].strip(" \t")) if len(hosts) == 1 else None
+        return origin or self.server.demo.base_url
+
     def _serve(self, head_only: bool) -> None:
         demo = self.server.demo
         demo._record(self.command, self.path)
+        origin = self._origin()
 
         raw_path = urllib.parse.urlsplit(self.path).path or "/"
         path = urllib.parse.unquote(raw_path)
 
         if path in REDIRECTS:
-            location = demo.base_url + REDIRECTS[path]
+            location = origin + REDIRECTS[path]
             body = f'<!DOCTYPE html><html><body><p>Moved to <a href="{location}">{location}</a></p></body></html>'
             self._send(
                 301,
@@ -177,7 +220,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if target.is_dir():
             # "/articles" -> "/articles/" like any ordinary static server
             if (target / "index.html").is_file():
-                location = demo.base_url + raw_path + "/"
+                location = origin + raw_path + "/"
                 self._send(301, b"", {"Location": location}, head_only=head_only)
             else:
                 self._not_found(head_only)
@@ -192,7 +235,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
         suffix = target.suffix.lower()
         if suffix in _SUBSTITUTED_SUFFIXES and BASE_URL_PLACEHOLDER.encode() in body:
-            body = body.replace(BASE_URL_PLACEHOLDER.encode(), demo.base_url.encode("utf-8"))
+            body = body.replace(BASE_URL_PLACEHOLDER.encode(), origin.encode("utf-8"))
 
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         last_modified = _http_date(mtime)
@@ -245,13 +288,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class DemoSite:
-    """The demo website served from a background thread on 127.0.0.1."""
+    """The demo website served from a background thread (on 127.0.0.1 by default).
+
+    ``base_url`` is the bound address's URL; a request's own ``Host`` decides
+    the origin written into its response (see the module docstring).
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, site_dir: Path = SITE_DIR) -> None:
         self.host = host
         self.port = port
         self.site_dir = Path(site_dir).resolve()
         self.base_url = ""
+        self.bound_address = ""
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._httpd: _DemoHTTPServer | None = None
@@ -267,6 +315,7 @@ class DemoSite:
         httpd = server_cls((self.host, self.port), _Handler)
         httpd.demo = self
         self.port = int(httpd.server_address[1])
+        self.bound_address = str(httpd.server_address[0])
         url_host = self.host
         if url_host in ("", "0.0.0.0"):
             url_host = "127.0.0.1"
@@ -298,6 +347,25 @@ class DemoSite:
     @property
     def running(self) -> bool:
         return self._httpd is not None
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the socket is bound to a loopback address (True until started)."""
+        if not self.bound_address:
+            return True
+        try:
+            return ipaddress.ip_address(self.bound_address.split("%", 1)[0]).is_loopback
+        except ValueError:
+            return False
+
+    def exposure_warning(self) -> str | None:
+        """A warning for stderr when the site is reachable beyond this machine."""
+        if self.loopback_only:
+            return None
+        return (
+            f"warning: the demo site listens on {self.bound_address} port {self.port}, "
+            "not only on loopback: anyone who can reach this machine can read it"
+        )
 
     def __enter__(self) -> "DemoSite":
         return self.start()
@@ -336,10 +404,17 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m sitekb.demo.server",
         description="Serve the bundled Northwind Signal demo website until Ctrl-C.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1; 0.0.0.0 serves every interface, e.g. in a container)",
+    )
     parser.add_argument("--port", type=int, default=8765, help="falls back to a free port if busy")
     args = parser.parse_args(argv)
     site = serve_demo_site(args.host, args.port)
+    warning = site.exposure_warning()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     print(f"Demo site running at {site.base_url}/  (Ctrl-C to stop)", flush=True)
     print(f"Sitemap: {site.base_url}/sitemap.xml", flush=True)
     try:

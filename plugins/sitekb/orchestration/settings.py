@@ -8,7 +8,8 @@ they exist, and the environment wins over both:
 - ``sitekb_db``: the database (a Postgres URI) when ``SITEKB_DATABASE_URL`` is unset;
 - ``sitekb_openai``: password = API key, host = base URL of an
   OpenAI-compatible server (a full URL, or host + port + schema as the path;
-  extra ``{"base_url": ...}`` also works; empty = OpenAI itself), when
+  extra ``{"base_url": ...}`` or the OpenAI provider's
+  ``{"openai_client_kwargs": {"base_url": ...}}`` also work; empty = OpenAI itself), when
   ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` are unset.
 
 Nothing is written to ``os.environ``: the stages see these values through the
@@ -49,6 +50,10 @@ def openai_base_url(conn: Connection) -> str | None:
     extra = conn.extra_dejson or {}
     if extra.get("base_url"):
         return str(extra["base_url"])
+    # The OpenAI provider's convention: {"openai_client_kwargs": {"base_url": ...}}.
+    client_kwargs = extra.get("openai_client_kwargs") or {}
+    if isinstance(client_kwargs, dict) and client_kwargs.get("base_url"):
+        return str(client_kwargs["base_url"])
     host = (conn.host or "").strip()
     if not host:
         return None

@@ -70,7 +70,7 @@ def run(ctx: RunContext) -> StageResult:
     if failures:
         snapshots.set_state(conn, snap.snapshot_id, "rejected", reasons=quality["failures"], quality=quality,
                             diff=diff, counts=totals)
-        runs.finish(conn, ctx.run_id, "blocked", "; ".join(f.message for f in failures))
+        runs.finish(conn, ctx.run_id, "blocked", "; ".join(f"{f.check}: {f.message}" for f in failures))
         stop = QualityGateFailed(
             f"snapshot {snap.snapshot_id} of {site.name!r} was rejected and not published: "
             + "; ".join(f"{f.check}: {f.message}" for f in failures)

@@ -7,7 +7,8 @@ snapshots beyond ``keep_snapshots`` that no alias points to and nobody
 pinned, the staged chunks of older runs go, and so do the documents of runs
 no kept snapshot needs. The run succeeds.
 
-Settings read: the site config's ``keep_snapshots``; the run's ``alias`` and ``actor``.
+Settings read: the site config's ``keep_snapshots``; the run's ``alias``, ``actor`` (and, after an
+approval, ``reason`` and ``decision``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ def run(ctx: RunContext) -> StageResult:
     if snap is None or snap.state not in ("validated", "published"):
         state = snap.state if snap else "missing"
         raise SitekbError(f"the snapshot of run {ctx.run_id} is {state}; only a validated snapshot is published")
+    # A content owner's approval (the Airflow approval task) names who decided and why.
     previous = snapshots.publish(conn, snap.snapshot_id, alias, actor=ctx.params.get("actor"),
-                                 reason=f"run {ctx.run_id}")
+                                 reason=ctx.params.get("reason") or f"run {ctx.run_id}",
+                                 decision=ctx.params.get("decision") or "moved")
     retired = snapshots.apply_retention(conn, site.name, site.keep_snapshots)
     runs.finish(conn, ctx.run_id, "succeeded")
     # Staging rows of older runs are no longer needed once a snapshot holds them.

@@ -36,24 +36,40 @@ def distinct_texts(conn: psycopg.Connection, run_id: str) -> int:
                         (run_id,)).fetchone()[0]
 
 
-def missing_texts(conn: psycopg.Connection, run_id: str, model: str,
-                  dimensions: int) -> list[tuple[bytes, str, int]]:
+def missing_texts(conn: psycopg.Connection, run_id: str, model: str, dimensions: int,
+                  shard: tuple[int, int] | None = None) -> list[tuple[bytes, str, int]]:
     """(text_hash, embed_text, token_count) of the run's distinct texts the cache lacks, shortest first.
 
     Shortest first: consecutive texts then have similar lengths, so a local
-    model's batches carry little padding.
+    model's batches carry little padding. ``shard=(i, n)``: only the texts
+    whose hash falls in part ``i`` of ``n`` (:func:`shard_condition`), so that
+    ``n`` workers share a run's texts without overlap and without a list of them.
     """
     return conn.execute(
-        """SELECT text_hash, embed_text, token_count FROM (
+        f"""SELECT text_hash, embed_text, token_count FROM (
                SELECT DISTINCT ON (c.text_hash) c.text_hash, c.embed_text, c.token_count
                FROM sitekb.chunks c
-               WHERE c.run_id = %s AND NOT EXISTS (
+               WHERE c.run_id = %s AND {shard_condition(shard)} AND NOT EXISTS (
                    SELECT 1 FROM sitekb.embedding_cache e
                    WHERE e.model = %s AND e.dimensions = %s AND e.text_hash = c.text_hash)
                ORDER BY c.text_hash) t
            ORDER BY token_count, text_hash""",
         (run_id, model, dimensions),
     ).fetchall()
+
+
+def shard_condition(shard: tuple[int, int] | None) -> str:
+    """SQL over ``c.text_hash`` that holds for the texts of part ``i`` of ``n`` (always true without a shard).
+
+    The part is the text hash's first four bytes modulo ``n``: stable across
+    processes and retries, and even because the hash is a SHA-256.
+    """
+    if shard is None:
+        return "TRUE"
+    index, count = (int(shard[0]), int(shard[1]))
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {index} of {count} does not exist")
+    return f"mod(('x' || encode(substring(c.text_hash FROM 1 FOR 4), 'hex'))::bit(32)::bigint, {count}) = {index}"
 
 
 def missing_totals(conn: psycopg.Connection, run_id: str, model: str, dimensions: int) -> tuple[int, int]:

@@ -64,6 +64,14 @@ def load(conn: psycopg.Connection, run_id: str) -> Run:
     return Run(run_id, SiteConfig.model_validate(row[0]), row[1], row[2], row[3])
 
 
+def find(conn: psycopg.Connection, run_id: str) -> Run | None:
+    """The run, or None when it was never recorded."""
+    try:
+        return load(conn, run_id)
+    except NotFound:
+        return None
+
+
 def newest(conn: psycopg.Connection, site: str) -> str:
     """The id of the site's most recent run."""
     row = conn.execute("SELECT run_id FROM sitekb.runs WHERE site = %s ORDER BY started_at DESC, run_id DESC LIMIT 1",

@@ -193,8 +193,10 @@ def _lock_site(conn: psycopg.Connection, site: str) -> None:
 # -- aliases --------------------------------------------------------------
 
 def publish(conn: psycopg.Connection, snapshot_id: int, alias: str = DEFAULT_ALIAS, *,
-            actor: str | None = None, reason: str = "") -> int | None:
+            actor: str | None = None, reason: str = "", decision: str = "moved") -> int | None:
     """Point ``alias`` at the snapshot in one transaction; return the previous target.
+
+    ``decision="approved"``: a content owner (``actor``) approved this move, ``reason`` says why.
 
     One row changes, so this takes the same time whatever the snapshot size,
     and a reader resolving the alias sees the old target or the new one.
@@ -237,44 +239,76 @@ def publish(conn: psycopg.Connection, snapshot_id: int, alias: str = DEFAULT_ALI
                 (previous, previous),
             )
         conn.execute(
-            """INSERT INTO sitekb.alias_events (site, alias, from_snapshot, to_snapshot, actor, reason)
-               VALUES (%s, %s, %s, %s, %s, %s)""",
-            (snap.site, alias, previous, snapshot_id, actor, reason),
+            """INSERT INTO sitekb.alias_events (site, alias, from_snapshot, to_snapshot, actor, reason, decision)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+            (snap.site, alias, previous, snapshot_id, actor, reason, decision),
         )
     return previous
 
 
-def rollback(conn: psycopg.Connection, site: str, alias: str = DEFAULT_ALIAS, *,
-             actor: str | None = None, reason: str = "rollback") -> tuple[int, int]:
-    """Move ``alias`` back to the snapshot it pointed to before; return (from, to).
+def reject(conn: psycopg.Connection, snapshot_id: int, alias: str = DEFAULT_ALIAS, *,
+           actor: str, reason: str) -> None:
+    """A content owner turned the snapshot down for ``alias``: the alias stays; the audit log says who and why."""
+    snap = get(conn, snapshot_id)
+    with conn.transaction():
+        _lock_site(conn, snap.site)
+        row = conn.execute("SELECT snapshot_id FROM sitekb.aliases WHERE site = %s AND alias = %s",
+                           (snap.site, alias)).fetchone()
+        conn.execute(
+            """INSERT INTO sitekb.alias_events (site, alias, from_snapshot, to_snapshot, actor, reason, decision)
+               VALUES (%s, %s, %s, %s, %s, %s, 'rejected')""",
+            (snap.site, alias, row[0] if row else None, snapshot_id, actor, reason),
+        )
+        if snap.state == "validated":
+            conn.execute(
+                """UPDATE sitekb.snapshots SET state = 'rejected',
+                          reasons = coalesce(reasons, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                              'check', 'approval', 'message', %s::text))
+                   WHERE snapshot_id = %s""",
+                (f"rejected by {actor}: {reason}", snapshot_id),
+            )
+
+
+def rollback_target(conn: psycopg.Connection, site: str, alias: str = DEFAULT_ALIAS) -> int | None:
+    """The snapshot a rollback of ``alias`` would move to (None: nothing to roll back to).
 
     "Before" is the origin of the move that brought the alias to its current
-    target, so a second rollback undoes the first.
+    target, so a second rollback undoes the first; a snapshot an owner
+    rejected, or one whose table retention dropped, is never a target.
     """
     current = resolve(conn, site, alias)
     row = conn.execute(
         """SELECT e.from_snapshot FROM sitekb.alias_events e
            JOIN sitekb.snapshots s ON s.snapshot_id = e.from_snapshot
            WHERE e.site = %s AND e.alias = %s AND e.to_snapshot = %s AND e.from_snapshot IS NOT NULL
-             AND s.table_name IS NOT NULL AND s.state IN ('published', 'retired')
+             AND e.decision <> 'rejected' AND s.table_name IS NOT NULL AND s.state IN ('published', 'retired')
            ORDER BY e.id DESC LIMIT 1""",
         (site, alias, current.snapshot_id),
     ).fetchone()
-    if row is None:
+    return row[0] if row else None
+
+
+def rollback(conn: psycopg.Connection, site: str, alias: str = DEFAULT_ALIAS, *,
+             actor: str | None = None, reason: str = "rollback") -> tuple[int, int]:
+    """Move ``alias`` back to the snapshot it pointed to before (:func:`rollback_target`); return (from, to)."""
+    current = resolve(conn, site, alias)
+    target = rollback_target(conn, site, alias)
+    if target is None:
         raise NotFound(
             f"alias {alias!r} of site {site!r} has no earlier snapshot to roll back to "
             "(none, or its table was dropped by retention); `sitekb snapshots history` shows the moves"
         )
-    publish(conn, row[0], alias, actor=actor, reason=reason)
-    return current.snapshot_id, row[0]
+    publish(conn, target, alias, actor=actor, reason=reason)
+    return current.snapshot_id, target
 
 
 def history(conn: psycopg.Connection, site: str | None = None, alias: str | None = None,
             limit: int = 50) -> list[dict]:
-    """Alias moves, newest first: who moved which alias from which snapshot to which, when and why."""
+    """Alias moves and decisions, newest first: who moved (approved, rejected) which alias, from which
+    snapshot to which, when and why."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            """SELECT id, site, alias, from_snapshot, to_snapshot, actor, reason, moved_at
+            """SELECT id, site, alias, from_snapshot, to_snapshot, actor, reason, decision, moved_at
                FROM sitekb.alias_events
                WHERE (%(site)s::text IS NULL OR site = %(site)s) AND (%(alias)s::text IS NULL OR alias = %(alias)s)
                ORDER BY id DESC LIMIT %(limit)s""",
