@@ -1,4 +1,4 @@
-"""Items the spider yields: a fetched page, or an exclusion with its reason."""
+"""Items the spider yields: a fetched page, an exclusion with its reason, or a fetch that failed."""
 
 from __future__ import annotations
 
@@ -30,3 +30,12 @@ class ExclusionItem:
     # The owner withdrew consent (robots.txt, opt-out): stored content of the
     # URL is erased, not just left out of this run.
     purge: bool = False
+
+
+@dataclass
+class FailureItem:
+    """A request that got no usable answer after its retries: counted as an error, the stored page kept."""
+
+    url: str
+    kind: str        # sitekb_crawlers.failures.kind_of: connection_refused, timeout, http_503, ...
+    detail: str = ""

@@ -1,4 +1,4 @@
-"""Item pipeline that streams pages and exclusions into Postgres in batches, through the store.
+"""Item pipeline that streams pages, exclusions and fetch failures into Postgres in batches, through the store.
 
 Writes happen in a thread (``deferToThread``) so the reactor never blocks on
 the database; items are buffered and flushed every ``SITEKB_WRITE_BATCH``
@@ -10,6 +10,8 @@ Excluded pages keep no content: their row loses body, validators and links;
 when the owner withdrew consent (robots.txt, opt-out, TDM reservation) the
 URL's rows in the staging tables of earlier runs are erased as well
 (published snapshots are immutable and lose the page at the next snapshot).
+A fetch failure goes to ``sitekb.fetch_failures`` and leaves the URL's page row
+as it was.
 
 Settings read: SITEKB_DATABASE_URL, SITEKB_RUN_ID, SITEKB_SITE_NAME, SITEKB_WRITE_BATCH.
 """
@@ -26,7 +28,7 @@ from twisted.internet.threads import deferToThread
 
 from sitekb import store
 from sitekb.store import ledger, pages
-from sitekb_crawlers.items import ExclusionItem, PageItem
+from sitekb_crawlers.items import ExclusionItem, FailureItem, PageItem
 
 
 class PostgresPipeline:
@@ -65,7 +67,7 @@ class PostgresPipeline:
                 self.conn.close()
 
     async def process_item(self, item, spider=None):
-        if not isinstance(item, (PageItem, ExclusionItem)):
+        if not isinstance(item, (PageItem, ExclusionItem, FailureItem)):
             return item
         self.buffer.append(item)
         if len(self.buffer) < self.batch_size:
@@ -88,9 +90,11 @@ class PostgresPipeline:
     def _write(self, batch: list) -> None:
         if not batch:
             return
-        fetched, seen, exclusions, withdrawn = [], [], [], []
+        fetched, seen, exclusions, withdrawn, failed = [], [], [], [], []
         for item in batch:
-            if isinstance(item, ExclusionItem):
+            if isinstance(item, FailureItem):
+                failed.append(ledger.FetchFailure(item.url, item.kind, item.detail))
+            elif isinstance(item, ExclusionItem):
                 exclusions.append(ledger.Exclusion(item.url, item.rule, item.detail))
                 if item.purge:
                     withdrawn.append(pages.Withdrawn(item.url, item.rule))
@@ -107,4 +111,4 @@ class PostgresPipeline:
                 ))
         with self.lock:
             pages.write_crawl_batch(self.conn, self.site, self.run_id, datetime.now(timezone.utc), fetched=fetched,
-                                    seen=seen, exclusions=exclusions, withdrawn=withdrawn)
+                                    seen=seen, exclusions=exclusions, withdrawn=withdrawn, failures=failed)

@@ -9,8 +9,10 @@ validated config and every other Scrapy component plain values from the
 settings (:func:`sitekb_crawlers.settings.crawl_settings`). Before the crawl,
 the stored pages of earlier crawls are read through the store (ETag and
 Last-Modified so unchanged pages cost a 304, fetch times for sitemap
-``lastmod``, links to follow from an unchanged page); a full crawl ignores
-them. The run statistics are written as JSON to ``--stats-out``; the parent
+``lastmod``, links to follow from an unchanged page or one that could not be
+fetched); a full crawl sends no validators and trusts no ``lastmod``, but
+still follows the stored links of a page that fails, so a full and an
+incremental crawl reach the same pages. The run statistics are written as JSON to ``--stats-out``; the parent
 reads and stores them.
 """
 
@@ -36,7 +38,7 @@ GROUPS = ("excluded", "skipped", "errors", "error_examples", "bad_input", "robot
 
 def summarise(stats: dict, seconds: float) -> dict:
     """The run statistics sitekb stores: sitekb/* counters plus bytes and requests."""
-    out: dict = {"fetched": 0, "not_modified": 0, "unchanged_by_sitemap": 0,
+    out: dict = {"fetched": 0, "not_modified": 0, "unchanged_by_sitemap": 0, "failed_fetches": 0,
                  **{group: {} for group in GROUPS}}
     for key, value in stats.items():
         if not key.startswith("sitekb/"):
@@ -68,10 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     job = json.loads(args.job.read_text(encoding="utf-8"))
     site = site_from_dict(job["site"], source=str(args.job))
     full = bool(job.get("full"))
-    known = {}
-    if not full:
-        with store.connection(job["database_url"]) as conn:
-            known = pages.previous_pages(conn, site.name)
+    with store.connection(job["database_url"]) as conn:
+        known = pages.previous_pages(conn, site.name)
     settings = crawl_settings(site, run_id=job["run_id"], database_url=job["database_url"], full=full)
     process = CrawlerProcess(settings)
     crawler = process.create_crawler(SiteSpider)

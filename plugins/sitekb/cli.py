@@ -87,7 +87,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                                           force=args.force, progress=progress)
                 else:
                     run_id = engine.refresh(settings, config, alias=args.alias, full_recrawl=args.full,
-                                            progress=progress)
+                                            take_over=args.take_over, progress=progress)
         with connect(settings) as conn:
             summary = report.run_summary(conn, run_id)
             summary["wall_seconds"] = round(time.time() - started, 2)
@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "site's newest)")
     run.add_argument("--force", action="store_true",
                      help="with --from: take up a run still marked running (its process was killed)")
+    run.add_argument("--take-over", action="store_true",
+                     help="another run of the site still marked running is dead (killed elsewhere): mark it "
+                          "failed and run (one run of a site at a time; a dead run on this host is found alone)")
     run.add_argument("--question", default=None, help="sample question to search after publishing ('' for none)")
     run.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="search mode of the sample search")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")

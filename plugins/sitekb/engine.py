@@ -16,6 +16,8 @@ transient ones to Airflow's retries.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -42,15 +44,62 @@ def new_run_id(site: str, prefix: str = "cli") -> str:
 
 
 def start(conn: psycopg.Connection, settings: Settings, site: SiteConfig, run_id: str,
-          params: dict | None = None, embedding: dict | None = None) -> runs.Run:
+          params: dict | None = None, embedding: dict | None = None, *,
+          gone: Callable[[dict], str | None] | None = None, held_by: dict | None = None) -> runs.Run:
     """Record the run, its effective config and the embedder it chooses (a retried start changes nothing).
 
     ``embedding`` keeps an embedder recorded before instead of choosing one (a rerun that keeps the chunks).
+    Another run of the site still marked running stops this one (RunInProgress) unless ``gone`` (default:
+    :func:`process_gone`) says it is dead: then it is marked failed and its staged rows and half-built
+    snapshot are cleaned up here. ``held_by``: who runs it (default: this process, :func:`holder`).
     """
-    run = runs.start(conn, site, run_id, params or {}, embedding or choose(site.embedding, settings).as_dict())
+    params = {**(params or {}), "holder": held_by or holder()}
+    run, taken_over = runs.start(conn, site, run_id, params, embedding or choose(site.embedding, settings).as_dict(),
+                                 gone=gone or process_gone)
+    for dead in taken_over:
+        documents.discard_run(conn, dead)
+        dropped = snapshots.abandon_building(conn, dead)
+        log.info("run %s of %s was marked failed (its process is gone) and cleaned up%s", dead, site.name,
+                 f"; its half-built snapshot {dropped} was dropped" if dropped else "")
     log.info("run %s of %s started (config %s, embedding %s:%s)", run_id, site.name, site.config_hash(),
              run.embedding["provider"], run.embedding["model"])
     return run
+
+
+def holder() -> dict:
+    """Who runs a run: this process and host (and when the process started, against pid reuse)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": _process_start(os.getpid())}
+
+
+def process_gone(params: dict) -> str | None:
+    """Why the process of a run is dead (None: alive, or not on this host, or unknown)."""
+    held = params.get("holder") or {}
+    pid = held.get("pid")
+    if not pid or held.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return f"its process {pid} on {held['host']} is gone"
+    except PermissionError:
+        return None
+    if held.get("since") is not None and _process_start(int(pid)) not in (None, held["since"]):
+        return f"its process {pid} on {held['host']} is gone (the id now names another process)"
+    return None
+
+
+def declare_gone(params: dict) -> str:
+    """For ``sitekb run --take-over``: every other running run of the site is declared gone."""
+    return f"taken over on request ({runs.holder_text(params)})"
+
+
+def _process_start(pid: int) -> int | None:
+    # Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot (Linux only).
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def context(conn: psycopg.Connection, settings: Settings, database_url: str, run_id: str) -> RunContext:
@@ -72,15 +121,17 @@ def execute(stage: Stage, ctx: RunContext) -> StageResult:
 
 
 def refresh(settings: Settings, site: SiteConfig, *, run_id: str | None = None, alias: str = DEFAULT_ALIAS,
-            full_recrawl: bool = False, actor: str | None = None,
+            full_recrawl: bool = False, actor: str | None = None, take_over: bool = False,
             progress: Callable[[str, int, int], None] | None = None) -> str:
     """One whole refresh in this process; return the run id. Raises a SitekbError on failure.
 
     ``progress(stage, done, total)`` hears how far a long stage has come (the CLI draws it on a terminal).
+    ``take_over``: another run of the site still marked running is marked failed instead of stopping this one.
     """
     params = {"alias": alias, "full_recrawl": full_recrawl, **({"actor": actor} if actor else {})}
     with _database(settings) as (url, conn):
-        run = start(conn, settings, site, run_id or new_run_id(site.name), params)
+        run = start(conn, settings, site, run_id or new_run_id(site.name), params,
+                    gone=declare_gone if take_over else None)
         ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn, progress=progress)
         _prewarm(ctx)
         if site.airflow.approval.required:

@@ -60,5 +60,11 @@ class EmbeddingUnavailable(SitekbError):
     exit_code = 8
 
 
+class RunInProgress(SitekbError):
+    """Another run of the same site is still running; two at once would corrupt each other."""
+
+    exit_code = 9
+
+
 class TransientError(Exception):
     """A failure worth retrying (rate limit, timeout, lost connection)."""

@@ -338,8 +338,34 @@ class AirflowConfig(_Strict):
 
 
 class GoldenQuestion(_Strict):
+    """A question the site must answer, and the page that answers it.
+
+    ``expected_url`` is written as people write URLs: a path (``/help/reset-password``)
+    or an absolute URL, with or without the page's extension (``.html``), an
+    ``index.html`` or a trailing slash; a fragment is ignored, and so is the query
+    unless one is given (sitekb.urls). It must name a page of every snapshot.
+    """
+
     question: str
-    expected_url: str
+    expected_url: str = Field(description="A path such as /help/reset-password, or an absolute http(s) URL.")
+
+    @field_validator("question")
+    @classmethod
+    def _question_has_words(cls, question: str) -> str:
+        if not question.strip():
+            raise ValueError("is empty")
+        return question
+
+    @field_validator("expected_url")
+    @classmethod
+    def _expected_url_is_a_page(cls, url: str) -> str:
+        url = url.strip()
+        parts = urlsplit(url)
+        if not url:
+            raise ValueError("is empty: write a path such as /help/reset-password or an absolute http(s) URL")
+        if parts.scheme and (parts.scheme.lower() not in ("http", "https") or not parts.hostname):
+            raise ValueError(f"{url!r} is not a path such as /help/reset-password or an absolute http(s) URL")
+        return url
 
 
 class SiteConfig(_Strict):
@@ -356,6 +382,12 @@ class SiteConfig(_Strict):
     golden_questions: list[GoldenQuestion] = Field(default_factory=list)
     golden_k: int = Field(default=5, ge=1, le=100)
     golden_tolerance: int = Field(default=0, ge=0)
+    golden_min_share: float = Field(
+        default=0.5, ge=0, le=1, strict=True,
+        description="Share of the golden questions that must find their page in the top golden_k, rounded up "
+                    "(0.5 of 5 is 3), checked on every snapshot, the first one too, and besides the "
+                    "comparison with the live one; 0 leaves only that comparison.",
+    )
     golden_mode: Mode = Field(
         default="vector", description="Search mode the golden questions are asked in (the API's default)."
     )

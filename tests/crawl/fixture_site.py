@@ -4,7 +4,9 @@ Routes map a path (with or without its query) or a path prefix to a handler
 returning a :class:`Reply`; every request is recorded with its time and
 headers, so a test can assert which URLs the crawler fetched, how (conditional
 or not, with which user agent) and when. Served by a stdlib
-``ThreadingHTTPServer`` in a daemon thread on a free port.
+``ThreadingHTTPServer`` in a daemon thread on a free port. A site can also go
+down mid-crawl (:meth:`FixtureSite.go_down_after`): its port closes and open
+connections are reset.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import gzip
 import hashlib
 import html
 import http.server
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -150,7 +154,12 @@ class FixtureSite:
         self._server = _Server(("127.0.0.1", 0), _HandlerClass)
         self._server.site = self
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: going down (shutdown) waits for the serving loop to notice.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._answers_left: int | None = None
+        self._down_prefix = "/"
+        self.down = False
 
     def __enter__(self) -> "FixtureSite":
         self._thread.start()
@@ -173,6 +182,13 @@ class FixtureSite:
             self.routes.clear()
             self.prefixes.clear()
             self.hits.clear()
+
+    def go_down_after(self, answers: int, prefix: str = "/") -> None:
+        """Answer ``answers`` more requests under ``prefix``, then go down for good: the port is
+        closed (new connections are refused) and every open connection is reset at its next request."""
+        with self.lock:
+            self._answers_left = answers
+            self._down_prefix = prefix
 
     # -- what happened ---------------------------------------------------------
 
@@ -201,6 +217,19 @@ class FixtureSite:
         headers = {k.lower(): v for k, v in http_handler.headers.items()}
         with self.lock:
             self.hits.append(Hit("HEAD" if head else "GET", http_handler.path, headers, time.monotonic()))
+            down, last = self.down, False
+            if not down and self._answers_left is not None and http_handler.path.startswith(self._down_prefix):
+                self._answers_left -= 1
+                last = self._answers_left <= 0
+                self.down = last
+        if down:
+            _reset_connection(http_handler)
+            return
+        if last:
+            # The port closes before this last answer goes out: whatever the crawler sends
+            # on a new connection from now on is refused.
+            self._server.shutdown()
+            self._server.server_close()
         handler = self._handler_for(http_handler.path)
         reply = handler(Request(http_handler.path, headers, self)) if handler else Reply(
             404, b"<html><body><h1>Not found</h1></body></html>", {"Content-Type": "text/html"})
@@ -223,6 +252,12 @@ class FixtureSite:
                 http_handler.wfile.write(reply.body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the crawler hung up (timeout, size cap, stop after headers)
+
+
+def _reset_connection(http_handler: _HandlerClass) -> None:
+    # SO_LINGER 0: closing sends a RST, as a crashed server's kernel does.
+    http_handler.close_connection = True
+    http_handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def minimal_pdf(title: str, lines: list[str]) -> bytes:

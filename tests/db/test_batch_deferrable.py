@@ -57,7 +57,7 @@ def start_run(conn, server, run_id: str, texts: int = 240, **embedding) -> str:
         "provider": "openai", "model": MODEL, "dimensions": DIMS, "batch_api": True, "batch_poll_seconds": 0.01,
         "base_url": server.base_url, "api_key_env": KEY_ENV, "prices_usd_per_million": {MODEL: PRICE},
         **embedding}})
-    engine.start(conn, Settings.from_env(), site, run_id, {})
+    engine.start(conn, Settings.from_env(), site, run_id, {}, gone=engine.declare_gone)  # runs of earlier tests end
     tokenizer = get_tokenizer("openai", MODEL)
     rng = np.random.default_rng(7)
     with conn.transaction(), conn.cursor() as cur:

@@ -43,6 +43,8 @@ def _article(path: Path) -> tuple[str, str]:
 def stage_chunks(conn, run_id: str, docs: dict[str, tuple[str, str]], *, target: int = 200) -> int:
     """Record a run and its chunks (cl100k, as the openai provider would); return the distinct texts."""
     site = site_from_dict({"name": "emb", "start_urls": ["https://emb.test/"]})
+    # A run staged before this one has finished (one run of a site at a time); its rows stay.
+    conn.execute("UPDATE sitekb.runs SET status = 'succeeded' WHERE site = 'emb' AND status = 'running'")
     engine.start(conn, Settings(), site, run_id, {})
     tokenizer = get_tokenizer("openai", MODEL)
     config = ChunkingConfig(target_tokens=target, max_tokens=8191)

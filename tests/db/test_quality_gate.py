@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -262,3 +263,96 @@ def test_approving_an_unknown_url_or_without_reason_is_a_clear_error(conn):
         quarantine.approve(conn, f"{BASE}/nope.html", "because")
     with pytest.raises(SitekbError, match="needs a reason"):
         quarantine.approve(conn, THIN, "  ")
+
+
+# -- golden questions: URLs as people write them, pages that must exist, a floor --------------
+#
+# Asked in keyword mode with k = 100: every chunk sharing a word with the question comes back, so a
+# question finds its page exactly when its expected URL names a page of the snapshot, and no model
+# has to load. (Vector search of these synthetic vectors would be a lottery.)
+
+HELP = "http://docs.example.test"
+ASK = "What does the owner write in the shared log about {}?"
+
+
+def help_pages() -> dict[str, str]:
+    return {f"{HELP}/help/reset-password.html": article("password resets", 101),
+            f"{HELP}/help/billing/index.html": article("billing disputes", 102),
+            f"{HELP}/guides/setup/": article("workspace setup", 103),
+            f"{HELP}/search?q=sso": article("single sign-on", 104),
+            f"{HELP}/tags/martech.html": THIN_HTML}
+
+
+def golden_site(questions: dict[str, str], name: str = "golden", **settings):
+    return site_from_dict({"name": name, "start_urls": [f"{HELP}/"], "quality": {"data_docs": False},
+                           "chunking": {"target_tokens": 120, "overlap_tokens": 0},
+                           "golden_mode": "keyword", "golden_k": 100,
+                           "golden_questions": [{"question": q, "expected_url": u} for q, u in questions.items()],
+                           **settings})
+
+
+def test_golden_urls_match_the_way_people_write_them(conn):
+    written = {
+        ASK.format("password resets"): "/help/reset-password",                     # the README's example
+        ASK.format("resetting a password"): "/help/reset-password/index.html#step-2",
+        ASK.format("billing disputes"): "HTTP://Docs.Example.Test:80/help/billing/",
+        ASK.format("workspace setup"): "/guides/setup",
+        ASK.format("single sign-on"): "/search?q=sso&utm_source=newsletter",
+    }
+    run = refresh(conn, golden_site(written), "variants", help_pages())
+    snap = snapshots.resolve(conn, "golden")
+    assert snap.run_id == run.run_id and snap.state == "published"
+    golden = snap.quality["golden"]
+    assert (golden["hits"], golden["asked"], golden["missed"]) == (5, 5, [])
+    assert golden["unmatched"] == []
+
+
+def test_a_golden_url_that_names_no_page_blocks_and_says_what_exists(conn):
+    typo, thin = ASK.format("password resets"), ASK.format("martech tags")
+    fine = {ASK.format("billing disputes"): "/help/billing", ASK.format("workspace setup"): "/guides/setup/",
+            ASK.format("single sign-on"): "/search"}
+    # 3 of 5 questions find their page, as golden_min_share asks: the missing pages alone block.
+    config = golden_site({typo: "/help/reset-pasword", thin: "/tags/martech", **fine})
+    with pytest.raises(QualityGateFailed) as err:
+        refresh(conn, config, "unmatched", help_pages())
+    message = str(err.value)
+    assert (f"golden_questions: golden question {typo!r} expects /help/reset-pasword, which is no page of "
+            f"this snapshot; closest pages: {HELP}/help/reset-password.html, ") in message
+    assert "correct expected_url in the site config" in message
+    # The page was crawled but held back: say so, and how to let it through.
+    assert (f"golden question {thin!r} expects /tags/martech, which is no page of this snapshot; "
+            f"{THIN.replace(BASE, HELP)} was quarantined (min_words); approve it") in message
+    assert not any(question in message for question in fine)
+    with pytest.raises(NotFound):
+        snapshots.resolve(conn, "golden")
+    rejected = snapshots.for_run(conn, "unmatched")
+    assert rejected.state == "rejected"
+    assert [(r["check"], r["value"]) for r in rejected.reasons] == [
+        ("golden_questions", "/help/reset-pasword"), ("golden_questions", "/tags/martech")]
+    unmatched = rejected.quality["golden"]["unmatched"]
+    assert [u["question"] for u in unmatched] == [typo, thin]
+    assert len(unmatched[0]["closest"]) == 3 and unmatched[1]["quarantined"] == {
+        THIN.replace(BASE, HELP): ["min_words"]}
+    assert rejected.quality["golden"]["hits"] == 3    # the questions whose page exists were asked and found it
+
+
+def test_a_weak_snapshot_is_blocked_by_the_minimum_share_with_or_without_a_live_one(conn):
+    # Words no page has (no digits either: headings say "Part 1"): every question misses
+    # although every expected page exists.
+    questions = {f"Zebra quokka {animal}?": url for animal, url in
+                 zip(["narwhal", "okapi", "axolotl", "pangolin"],
+                     ["/help/reset-password", "/help/billing", "/guides/setup", "/search?q=sso"])}
+    floor = "0/4 golden questions find their page in the top 100, at least 2 must (golden_min_share 0.5)"
+    # A first snapshot: no live one to compare with.
+    with pytest.raises(QualityGateFailed, match=re.escape(f"golden_questions: {floor}")):
+        refresh(conn, golden_site(questions, name="first"), "first", help_pages())
+    with pytest.raises(NotFound):
+        snapshots.resolve(conn, "first")
+    # A live snapshot that answers nothing (published with the floor off) is no baseline either.
+    refresh(conn, golden_site(questions, golden_min_share=0.0), "zero", help_pages())
+    live = snapshots.resolve(conn, "golden")
+    assert live.run_id == "zero" and live.quality["golden"]["hits"] == 0
+    with pytest.raises(QualityGateFailed, match=re.escape(floor)):
+        refresh(conn, golden_site(questions), "weak", help_pages())
+    assert snapshots.resolve(conn, "golden").snapshot_id == live.snapshot_id
+    assert [r["check"] for r in snapshots.for_run(conn, "weak").reasons] == ["golden_questions"]

@@ -244,3 +244,22 @@ def test_a_site_that_requires_approval_is_built_and_judged_but_not_published_by_
 
     with pytest.raises(SitekbError, match="cannot wait for one: trigger the DAG sitekb_demo"):
         run_dag(site, "demo", settings)
+
+
+def test_golden_urls_written_as_people_write_them_find_their_page_and_a_wrong_one_blocks(conn, settings,
+                                                                                        small_site):
+    question = small_site.golden_questions[0].question
+    data = small_site.model_dump(mode="json")
+    data["golden_questions"] = [{"question": question, "expected_url": "/articles/lead-scoring-fundamentals"}]
+    written = type(small_site).model_validate(data)
+    engine.refresh(settings, written, run_id="written")
+    snap = snapshots.resolve(conn, small_site.name)
+    assert snap.run_id == "written" and snap.quality["golden"]["hits"] == 1
+    # A URL that names no page blocks, with the page it probably means; the live snapshot stays.
+    data["golden_questions"] = [{"question": question, "expected_url": "/articles/lead-scoring-fundamental/"}]
+    with pytest.raises(QualityGateFailed) as err:
+        engine.refresh(settings, type(small_site).model_validate(data), run_id="wrong")
+    assert (f"golden question {question!r} expects /articles/lead-scoring-fundamental/, which is no page of this "
+            f"snapshot; closest pages: {small_site.absolute('/articles/lead-scoring-fundamentals.html')}"
+            ) in str(err.value)
+    assert snapshots.resolve(conn, small_site.name).snapshot_id == snap.snapshot_id

@@ -111,3 +111,77 @@ def test_adhoc_site_refuses_private_addresses_unless_asked():
     assert adhoc_site("https://www.example.test/docs").name == "www-example-test"
     assert adhoc_site("http://127.0.0.1:8000/").crawl.allow_private_addresses is False
     assert adhoc_site("http://127.0.0.1:8000/", allow_private=True).crawl.allow_private_addresses is True
+
+
+# -- golden questions: how an expected URL is written and what it matches ----------
+
+ACME = "https://www.acme.example"
+
+
+@pytest.mark.parametrize(
+    "written, crawled, same",
+    [
+        ("/help/reset-password", f"{ACME}/help/reset-password.html", True),     # the README's own example
+        ("/help/reset-password", f"{ACME}/help/reset-password/index.html", True),
+        ("/help/reset-password/", f"{ACME}/help/reset-password.html", True),
+        ("help/reset-password.htm", f"{ACME}/help/reset-password.html", True),
+        ("HTTPS://WWW.Acme.Example:443/help/reset-password#step-2", f"{ACME}/help/reset-password", True),
+        ("/", f"{ACME}/index.html", True),
+        ("/hilfe/zurücksetzen", f"{ACME}/hilfe/zur%C3%BCcksetzen.html", True),
+        ("/search", f"{ACME}/search?q=a", True),                        # no query written: any query
+        ("/search?b=2&a=1", f"{ACME}/search?a=1&b=2", True),            # a written query must match, in any order
+        ("/search?q=b", f"{ACME}/search?q=a", False),
+        ("/search?q=a&utm_source=mail", f"{ACME}/search?q=a", True),    # the site strips utm_* from every URL
+        ("/Help/reset-password", f"{ACME}/help/reset-password.html", False),   # paths keep their case
+        ("/report", f"{ACME}/report.pdf", False),                              # a file keeps its extension
+        ("/help/reset-password", f"{ACME}/help/reset-password-old.html", False),
+        ("https://acme.example/help/reset-password", f"{ACME}/help/reset-password.html", False),
+    ],
+)
+def test_an_expected_url_names_its_page_the_way_people_write_it(written, crawled, same):
+    from sitekb.quality import golden
+
+    site = site_from_dict({"name": "acme", "start_urls": [f"{ACME}/"],
+                           "golden_questions": [{"question": "How do I reset my password?", "expected_url": written}]})
+    ref = golden.expected(site, site.golden_questions[0].expected_url)
+    assert ref.matches(golden.found(site, crawled)) is same
+
+
+def test_the_closest_pages_by_path_are_named_when_none_matches():
+    from sitekb.urls import PageIndex, PageRef
+
+    pages = PageIndex([f"{ACME}/help/reset-password.html", f"{ACME}/help/reset-username.html",
+                       f"{ACME}/pricing.html", f"{ACME}/help/"])
+    typo = PageRef.parse("/Help/reset-pasword", ACME + "/")
+    assert pages.find(typo) == []
+    assert pages.closest(typo, 2) == [f"{ACME}/help/reset-password.html", f"{ACME}/help/reset-username.html"]
+    assert pages.find(PageRef.parse("/help", ACME + "/")) == [f"{ACME}/help/"]
+
+
+@pytest.mark.parametrize(
+    "golden, fragment",
+    [
+        ({"golden_questions": [{"question": "Q?", "expected_url": "mailto:help@acme.example"}]},
+         "golden_questions.0.expected_url: Value error, 'mailto:help@acme.example' is not a path"),
+        ({"golden_questions": [{"question": "Q?", "expected_url": "  "}]},
+         "golden_questions.0.expected_url: Value error, is empty"),
+        ({"golden_questions": [{"question": " ", "expected_url": "/x"}]}, "golden_questions.0.question"),
+        ({"golden_min_share": 1.5}, "golden_min_share"),
+        ({"golden_min_share": "0.5"}, "golden_min_share"),   # strict, like the quality thresholds
+    ],
+)
+def test_wrong_golden_settings_are_refused_with_their_key(golden, fragment):
+    with pytest.raises(ConfigError) as err:
+        site_from_dict({"name": "x", "start_urls": ["https://a.test/"], **golden})
+    assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("share, asked, needed", [(0.5, 8, 4), (0.5, 5, 3), (0.5, 1, 1), (0.7, 10, 7),
+                                                  (0.0, 4, 0), (1.0, 3, 3)])
+def test_the_minimum_share_of_golden_questions_is_rounded_up(share, asked, needed):
+    from sitekb.quality import golden
+
+    site = site_from_dict({"name": "x", "start_urls": ["https://a.test/"], "golden_min_share": share,
+                           "golden_questions": [{"question": f"Q{i}?", "expected_url": f"/p{i}"} for i in range(asked)]})
+    assert golden.min_hits(site) == needed
+    assert load_site("demo").golden_min_share == 0.5

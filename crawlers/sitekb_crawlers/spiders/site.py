@@ -19,27 +19,33 @@ answers it after robots.txt allowed it).
 Every oddity (bad charset, binary body, broken markup, sitemap or PDF,
 timeouts, redirect loops) is counted in the ``sitekb/*`` stats; none stops
 the crawl.
+
+A request that gets no usable answer after its retries (refused, lost, timed
+out, DNS, TLS, a 408/429/5xx, a redirect chain given up) becomes a
+:class:`FailureItem` with its kind (:mod:`sitekb_crawlers.failures`): the
+quality gate counts it as an error, and the stored page is left as it was.
+As on a 304, the stored links of a page that failed are followed, so the
+pages behind it are tried rather than silently left out.
 """
 
 from __future__ import annotations
 
 from typing import Any, AsyncIterator, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import scrapy
 from scrapy import signals
-from scrapy.exceptions import DownloadCancelledError, DownloadTimeoutError, IgnoreRequest, StopDownload
+from scrapy.exceptions import DownloadCancelledError, IgnoreRequest, StopDownload
 from scrapy.http import Response
 from scrapy.http.request import NO_CALLBACK
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.gz import gunzip
 from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from twisted.internet.defer import CancelledError
-from twisted.internet.error import TimeoutError as TwistedTimeoutError
 
-from sitekb_crawlers import parsers, pdf
+from sitekb_crawlers import failures, parsers, pdf
 from sitekb_crawlers.frontier import SEEN, Frontier
-from sitekb_crawlers.items import ExclusionItem, PageItem
+from sitekb_crawlers.items import ExclusionItem, FailureItem, PageItem
 from sitekb.sites import SiteConfig
 from sitekb_crawlers.middlewares import OutOfScope, SitemapUnchangedMiddleware
 
@@ -80,6 +86,9 @@ class SiteSpider(scrapy.Spider):
         spider.sitemaps_seen: set[str] = set()
         spider.lastmods: dict[str, str] = {}   # normalised URL -> sitemap lastmod
         spider._resolved: dict[str, tuple[str, str | None]] = {}
+        # Still one of these after the retries: the page is unavailable, not gone.
+        spider.transient_statuses = {int(code) for code in settings.getlist("RETRY_HTTP_CODES")}
+        spider.sitemap_failures: list[FailureItem] = []
         crawler.signals.connect(spider.on_headers, signal=signals.headers_received)
         return spider
 
@@ -129,6 +138,9 @@ class SiteSpider(scrapy.Spider):
                 entries.append(loc)
                 if lastmod:
                     self.lastmods[loc] = lastmod
+        for failed in self.sitemap_failures:
+            self.inc("failed_fetches")
+            yield failed
         for url in [*self.site.start_urls, *entries]:
             for out in self.schedule(url, depth=0):
                 yield out
@@ -162,13 +174,17 @@ class SiteSpider(scrapy.Spider):
         return rule if rule is not None and rule.reserved else None
 
     async def robots_sitemaps(self) -> list[str]:
-        """Sitemap lines of robots.txt, read through the robots middleware (one fetch per host)."""
+        """Sitemap lines of robots.txt, read through the robots middleware (one fetch per host).
+
+        A relative line (``Sitemap: /sitemap.xml``) is resolved against the robots.txt URL.
+        """
         found: list[str] = []
         robots = getattr(self.crawler, "sitekb_robots", None)
         for origin in self.origins():
             if robots is not None:
                 parser = await robots.robot_parser(scrapy.Request(origin + "/"))
-                found += list(getattr(getattr(parser, "rp", None), "sitemaps", None) or [])
+                lines = getattr(getattr(parser, "rp", None), "sitemaps", None) or []
+                found += [urljoin(origin + "/robots.txt", line.strip()) for line in lines]
                 continue
             try:  # robots.txt not obeyed: still read its Sitemap lines
                 response = await self.download(origin + "/robots.txt", dont_obey_robotstxt=True)
@@ -195,10 +211,16 @@ class SiteSpider(scrapy.Spider):
         except Exception as exc:  # noqa: BLE001 - a dead sitemap must not stop the crawl
             self.inc("errors/sitemap")
             self.example("sitemap", f"{url}: {exc!r}")
+            # Its pages are not discovered this run: counted as a failed fetch, not a quiet removal.
+            self.sitemap_failures.append(FailureItem(url=url, kind=failures.kind_of(exc),
+                                                     detail=f"sitemap: {exc!r}"[:500]))
             return
         self.inc("sitemaps")
         if response.status != 200:
             self.inc(f"errors/sitemap_http_{response.status}")
+            if response.status in self.transient_statuses:
+                self.sitemap_failures.append(FailureItem(url=url, kind=failures.kind_of_status(response.status),
+                                                         detail=f"sitemap: HTTP {response.status} after retries"))
             return
         sitemap = self.read_sitemap(response)
         if sitemap is None:
@@ -450,6 +472,10 @@ class SiteSpider(scrapy.Spider):
         if failure.check(HttpError):
             status = failure.value.response.status
             self.inc(f"errors/http_{status}")
+            if status in self.transient_statuses:
+                yield from self.fetch_failed(url, depth, failures.kind_of_status(status),
+                                             f"HTTP {status} after the retries")
+                return
             # 404/410: the page is gone; its row loses the body and drops out of the snapshot.
             yield PageItem(url=url, status=status, depth=depth)
         elif failure.check(OutOfScope):
@@ -465,6 +491,7 @@ class SiteSpider(scrapy.Spider):
             elif "redirection" in reason.lower():
                 self.inc("errors/redirect_limit")
                 self.example("redirect_limit", f"{url}: {reason}")
+                yield from self.fetch_failed(url, depth, "redirect_limit", reason)
             else:
                 self.inc("excluded/ignored")
                 yield ExclusionItem(url=url, rule="ignored", detail=reason)
@@ -472,10 +499,18 @@ class SiteSpider(scrapy.Spider):
             self.inc("skipped/too-large")
             yield ExclusionItem(url=url, rule="too-large",
                                 detail=f"larger than crawl.max_page_bytes ({self.site.crawl.max_page_bytes})")
-        elif failure.check(DownloadTimeoutError, TwistedTimeoutError):
-            self.inc("errors/timeout")
-            self.example("timeout", f"{url}: {failure.getErrorMessage()}")
         else:
-            kind = failure.type.__name__ if failure.type else "error"
+            # Refused, lost, timed out, DNS, TLS: no answer at all after the retries.
+            kind = failures.kind_of(failure.value)
             self.inc(f"errors/{kind}")
             self.example(kind, f"{url}: {failure.getErrorMessage()}")
+            yield from self.fetch_failed(url, depth, kind, failure.getErrorMessage())
+
+    def fetch_failed(self, url: str, depth: int, kind: str, detail: str):
+        """A request with no usable answer: recorded for the gate; the stored page and its links stand."""
+        self.inc("failed_fetches")
+        yield FailureItem(url=url, kind=kind, detail=detail[:500])
+        # Unreached is not unchanged, but it is not gone either: as on a 304, the stored
+        # links are followed, so the pages behind this one are tried (and fail or not) on
+        # their own instead of vanishing from the snapshot uncounted.
+        yield from self.follow(self.known.get(url, {}).get("links") or [], depth + 1)

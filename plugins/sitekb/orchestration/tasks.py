@@ -88,10 +88,20 @@ def start(site_file: str, params: dict, dag_run_id: str) -> str:
                 "full_recrawl": bool(params.get("full_recrawl")),
                 "dry_run": bool(params.get("dry_run")),
                 "actor": f"airflow:{dag_run_id}",
-            })
+            }, held_by={"airflow": dag_run_id}, gone=_gone_for_airflow(dag_run_id))
     log.info("sitekb %s: run %s started for %s (%s)", config.name, run_id, config.base_url,
              ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if v not in (None, False, "")) or "defaults")
     return run_id
+
+
+def _gone_for_airflow(dag_run_id: str):
+    """A site's DAG runs one DAG run at a time: a run another DAG run of it left running is over."""
+    def gone(params: dict) -> str | None:
+        held = params.get("holder") or {}
+        if held.get("airflow") and held["airflow"] != dag_run_id:
+            return f"its Airflow DAG run {held['airflow']} has ended (a site's DAG runs one at a time)"
+        return engine.process_gone(params)
+    return gone
 
 
 def run_stage(name: str, run_id: str, *, outlet_events=None, approval: dict | None = None) -> dict:

@@ -13,7 +13,9 @@
   validate, chunk and evaluate stages call it.
 - :mod:`~sitekb.quality.quarantine`: listing what was held back and approving
   a page anyway.
+- :mod:`~sitekb.quality.golden`: the golden questions, checked against a
+  snapshot's pages, asked of it and judged against the live one.
 
 Imports run one way: measures and checks know nothing of the rest; suites use
-both; the runner uses checks; gate and quarantine use everything and the store.
+both; the runner uses checks; gate, quarantine and golden use everything and the store.
 """

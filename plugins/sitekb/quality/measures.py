@@ -168,7 +168,10 @@ def measure_batch(current: Mapping, live: Mapping | None) -> dict:
     """The measured values of a run's totals against the live snapshot's (None: first snapshot).
 
     ``current``/``live`` carry pages_ok (pages fetched fine or not modified),
-    pages_seen, errors, extracted, quarantined, documents and chunks.
+    pages_seen, errors, extracted, quarantined, documents and chunks. The error
+    rate is errors / pages_seen, where both count the fetch failures (requests
+    that got no page at all: refused, timed out, 5xx after retries), so a site
+    that goes down mid-crawl cannot pass as a small clean one.
     """
     live = live or {}
     attempted = max(1, current.get("pages_seen", 0))

@@ -5,7 +5,9 @@ as ``python -m sitekb_crawlers.run``, handed a job file (the site config, the
 run id, the database URL; readable by this user only, so the URL's password
 never shows in a process list). Before that, one plain request to the first
 start URL turns a dead site into a clear error instead of an empty crawl.
-After it, the run statistics are stored in ``sitekb.crawl_stats``.
+After it, the run statistics are stored in ``sitekb.crawl_stats``; the
+crawler itself records every failed fetch in ``sitekb.fetch_failures``, which
+the quality gate counts as errors.
 
 A crawl is *full* (stored validators and sitemap ``lastmod`` ignored, every
 page fetched again) when the run asks for it (``full_recrawl``), or when the
@@ -17,9 +19,12 @@ Settings read: none beyond the site config and the run's params.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +39,8 @@ from sitekb.errors import CrawlFailed
 from sitekb.sites import SiteConfig
 from sitekb.stages.context import RunContext, StageResult
 from sitekb.store import ledger
+
+PR_SET_PDEATHSIG = 1   # prctl(2): the signal a process gets when its parent dies
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +60,8 @@ def run(ctx: RunContext) -> StageResult:
         summary=(f"{'full' if full_reason else 'incremental'} crawl"
                  + (f" ({full_reason})" if full_reason and full_reason != "asked" else "")
                  + f": {pages} pages ({stats.get('not_modified', 0)} not modified), {stats.get('requests', 0)} "
-                 f"requests; excluded {_counts(excluded)}; errors {_counts(stats.get('errors', {}))}"),
+                 f"requests, {stats.get('failed_fetches', 0)} failed fetches; excluded {_counts(excluded)}; "
+                 f"errors {_counts(stats.get('errors', {}))}"),
     )
 
 
@@ -100,6 +108,19 @@ def check_reachable(site: SiteConfig, timeout: float = 10) -> None:
         ) from exc
 
 
+def die_with_parent() -> None:
+    """In the crawler process, before it starts: the kernel kills it when its parent dies (Linux).
+
+    A killed ``sitekb run`` or Airflow task must not leave a crawler writing
+    pages as a dead run. Elsewhere this does nothing.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def crawl(site: SiteConfig, run_id: str, database_url: str, *, full: bool = False) -> dict:
     """Crawl ``site`` into sitekb.pages in a Scrapy process of its own; return the run statistics."""
     check_reachable(site)
@@ -112,7 +133,8 @@ def crawl(site: SiteConfig, run_id: str, database_url: str, *, full: bool = Fals
                        "full": full}, job)
         command = [sys.executable, "-m", "sitekb_crawlers.run", "--job", str(job_path),
                    "--stats-out", str(stats_path)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=CRAWL_TIMEOUT_SECONDS)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=CRAWL_TIMEOUT_SECONDS,
+                                preexec_fn=die_with_parent)
         if result.returncode != 0 or not stats_path.exists():
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
             raise CrawlFailed(f"the crawler process failed (exit {result.returncode}):\n{tail}")

@@ -1,36 +1,31 @@
 """The evaluate stage: the batch gate and the golden questions, judged against the live snapshot.
 
 The run's totals (pages, errors, documents, quarantine, chunks) go through the
-``sitekb.batch`` suite against the live snapshot's; the golden questions are
-asked of the new snapshot through the one query path (the same
-``sitekb_api.search`` frontends call) and must not answer fewer than the live
-snapshot does, within ``golden_tolerance``. The diff against the live snapshot
+``sitekb.batch`` suite against the live snapshot's; the golden questions
+(:mod:`sitekb.quality.golden`) must each name a page of the new snapshot, are
+asked of it through the one query path (the same ``sitekb_api.search``
+frontends call), and must find their page for at least ``golden_min_share`` of
+them and for no fewer than the live snapshot does, within
+``golden_tolerance``. The diff against the live snapshot
 is stored with the new one. A failure rejects the snapshot, blocks the run and
 stops it with every reason; the live snapshot stays. A snapshot published
 already is not judged again (nor demoted): the stage does nothing.
 
 Settings read: the site config's ``quality`` section, ``golden_questions``,
-``golden_k``, ``golden_mode``, ``golden_tolerance``; the run's ``alias``.
+``golden_k``, ``golden_mode``, ``golden_tolerance``, ``golden_min_share``; the run's ``alias``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-
-import psycopg
-
 from sitekb.errors import NotFound, QualityGateFailed, SitekbError
 from sitekb.passages import DEFAULT_ALIAS
-from sitekb.quality.checks import Failure
-from sitekb.settings import Settings
-from sitekb.sites import SiteConfig
 from sitekb.stages.context import RunContext, StageResult, already_published
 from sitekb.store import documents, pages, runs, snapshot_tables, snapshots
 
 
 def run(ctx: RunContext) -> StageResult:
     from sitekb.quality import gate
+    from sitekb.quality import golden as golden_questions
 
     done = already_published(ctx)
     if done is not None:
@@ -46,15 +41,12 @@ def run(ctx: RunContext) -> StageResult:
     totals = {**pages.run_totals(conn, site.name, ctx.run_id), **documents.counts(conn, ctx.run_id), **snap.counts}
     docs_dir = gate.data_docs_dir(site, ctx.run_id, ctx.home)
     failures, batch = gate.judge_batch(totals, live.counts if live else None, site, ctx.run_id, docs_dir)
-    golden = golden_score(conn, ctx.settings, site, snap) if site.golden_questions else None
-    live_golden = live_golden_score(conn, ctx.settings, site, live) if (golden and live) else None
-    if golden and live_golden and golden["hits"] < live_golden["hits"] - site.golden_tolerance:
-        lost = sorted(set(golden["missed"]) - set(live_golden["missed"]))
-        failures.append(Failure(
-            "golden_questions", golden["hits"], live_golden["hits"] - site.golden_tolerance,
-            f"answers {golden['hits']}/{golden['asked']} golden questions, live answers "
-            f"{live_golden['hits']}; lost: {lost}",
-        ))
+    golden = live_golden = None
+    if site.golden_questions:
+        unmatched = golden_questions.check_pages(conn, site, snap, ctx.run_id)
+        golden = golden_questions.score(conn, ctx.settings, site, snap, unmatched)
+        live_golden = golden_questions.live_score(conn, ctx.settings, site, live) if live else None
+        failures.extend(golden_questions.judge(golden, live_golden, site))
     diff = snapshot_tables.diff(conn, live if live is not None and live.table_name else None, snap).summary()
     quality = {"totals": totals, "golden": golden, "live_golden": live_golden,
                "failures": [f.as_dict() for f in failures], "batch": batch,
@@ -84,34 +76,3 @@ def run(ctx: RunContext) -> StageResult:
     return StageResult(counts=counts, details=details,
                        summary=f"snapshot {snap.snapshot_id} passed the gate; {golden_line}; {diff_line}")
 
-
-def golden_score(conn: psycopg.Connection, settings: Settings, site: SiteConfig, snap: snapshots.Snapshot) -> dict:
-    """How many golden questions find their expected URL in the top-k of ``snap`` (published or not)."""
-    from sitekb import query
-
-    hits, lost = 0, []
-    for golden in site.golden_questions:
-        expected = site.absolute(golden.expected_url)
-        result = query.search(conn, settings, golden.question, site=site.name, snapshot_id=snap.snapshot_id,
-                              k=site.golden_k, mode=site.golden_mode, unpublished=True)
-        if any(p.url == expected for p in result):
-            hits += 1
-        else:
-            lost.append(golden.question)
-    return {"asked": len(site.golden_questions), "hits": hits, "missed": lost, "k": site.golden_k,
-            "questions_hash": _golden_hash(site)}
-
-
-def live_golden_score(conn: psycopg.Connection, settings: Settings, site: SiteConfig,
-                      live: snapshots.Snapshot) -> dict:
-    """The live snapshot's golden score: stored at its own evaluation when the questions are the same."""
-    stored = (live.quality or {}).get("golden") or {}
-    if stored.get("questions_hash") == _golden_hash(site):
-        return stored
-    return golden_score(conn, settings, site, live)
-
-
-def _golden_hash(site: SiteConfig) -> str:
-    payload = json.dumps([g.model_dump() for g in site.golden_questions] + [site.golden_k, site.golden_mode],
-                         sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]

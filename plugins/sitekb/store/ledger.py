@@ -1,10 +1,12 @@
-"""The crawl's ledgers: every URL left out and why (``sitekb.exclusions``), and each crawl's statistics
-(``sitekb.crawl_stats``).
+"""The crawl's ledgers: every URL left out and why (``sitekb.exclusions``), every request that got no
+usable answer (``sitekb.fetch_failures``), and each crawl's statistics (``sitekb.crawl_stats``).
 
 An exclusion is recorded per run, URL and rule, so a content owner can ask
-which rule kept a page out in which run. Crawl statistics are one row per
-run (a retried crawl overwrites its row); the newest full crawl decides when
-the next one is due.
+which rule kept a page out in which run. A fetch failure is recorded per run
+and URL with its kind (``connection_refused``, ``timeout``, ``http_503``, ...):
+the quality gate counts them as errors (:func:`sitekb.store.pages.run_totals`).
+Crawl statistics are one row per run (a retried crawl overwrites its row); the
+newest full crawl decides when the next one is due.
 """
 
 from __future__ import annotations
@@ -36,6 +38,38 @@ def add_exclusions(cur: psycopg.Cursor, site: str, run_id: str, exclusions: Sequ
     if exclusions:
         cur.executemany(_INSERT_EXCLUSION, [{"site": site, "run_id": run_id, "url": e.url, "rule": e.rule,
                                              "detail": e.detail} for e in exclusions])
+
+
+_UPSERT_FAILURE = """
+INSERT INTO sitekb.fetch_failures (site, url, kind, detail, run_id)
+VALUES (%(site)s, %(url)s, %(kind)s, %(detail)s, %(run_id)s)
+ON CONFLICT (run_id, url) DO UPDATE SET kind = EXCLUDED.kind, detail = EXCLUDED.detail, failed_at = now()
+"""
+
+
+@dataclass(frozen=True)
+class FetchFailure:
+    """A request that got no usable answer after its retries."""
+
+    url: str
+    kind: str
+    detail: str = ""
+
+
+def add_failures(cur: psycopg.Cursor, site: str, run_id: str, failures: Sequence[FetchFailure]) -> None:
+    """Record fetch failures (inside the caller's transaction; a retried crawl overwrites its row)."""
+    if failures:
+        cur.executemany(_UPSERT_FAILURE, [{"site": site, "run_id": run_id, "url": f.url, "kind": f.kind,
+                                           "detail": f.detail} for f in failures])
+
+
+def fetch_failures(conn: psycopg.Connection, run_id: str) -> list[dict]:
+    """The fetch failures of one run, by URL."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT url, kind, detail, failed_at FROM sitekb.fetch_failures WHERE run_id = %s ORDER BY url",
+            (run_id,),
+        ).fetchall()
 
 
 def exclusions(conn: psycopg.Connection, *, site: str | None = None, run_id: str | None = None,

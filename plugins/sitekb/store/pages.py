@@ -1,10 +1,13 @@
 """Fetched pages (``sitekb.pages``): the latest fetch of every URL of a site.
 
 The crawler writes them in batches (:func:`write_crawl_batch`, with the
-exclusions of the batch, in one transaction); the extract stage reads the
-pages a run kept (:func:`kept_pages`); the next crawl reads what it needs for
-conditional requests (:func:`previous_pages`). Upserts make a retried crawl
-safe: a page is one row per (site, URL). Excluded pages keep no content.
+exclusions and fetch failures of the batch, in one transaction); the extract
+stage reads the pages a run kept (:func:`kept_pages`); the next crawl reads
+what it needs for conditional requests (:func:`previous_pages`); the quality
+gate reads what a run fetched and failed to fetch (:func:`run_totals`).
+Upserts make a retried crawl safe: a page is one row per (site, URL).
+Excluded pages keep no content; a URL whose fetch failed keeps its row as the
+last good fetch left it.
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ class Withdrawn:
 
 def write_crawl_batch(conn: psycopg.Connection, site: str, run_id: str, fetched_at: datetime, *,
                       fetched: Sequence[Fetched] = (), seen: Sequence[Seen] = (),
-                      exclusions: Sequence[ledger.Exclusion] = (), withdrawn: Sequence[Withdrawn] = ()) -> None:
+                      exclusions: Sequence[ledger.Exclusion] = (), withdrawn: Sequence[Withdrawn] = (),
+                      failures: Sequence[ledger.FetchFailure] = ()) -> None:
     """Write one batch of a crawl in one transaction (safe to retry: upserts and idempotent inserts)."""
     common = {"site": site, "run_id": run_id, "fetched_at": fetched_at}
     with conn.transaction(), conn.cursor() as cur:
@@ -104,6 +108,7 @@ def write_crawl_batch(conn: psycopg.Connection, site: str, run_id: str, fetched_
         if unchanged:
             cur.executemany(_TOUCH_UNCHANGED, unchanged)
         ledger.add_exclusions(cur, site, run_id, exclusions)
+        ledger.add_failures(cur, site, run_id, failures)
         if withdrawn:
             # After the upserts: a withdrawal wins over anything written for the URL in this batch.
             cur.executemany(_PURGE, [{"site": site, "url": w.url, "rule": w.rule} for w in withdrawn])
@@ -146,7 +151,15 @@ def kept_pages(conn: psycopg.Connection, site: str, run_id: str) -> Iterator[Kep
 
 
 def run_totals(conn: psycopg.Connection, site: str, run_id: str) -> dict:
-    """Pages this run saw: fine (2xx/3xx/304), failed (4xx/5xx), and all of them."""
+    """What this run fetched and failed to fetch, for the quality gate.
+
+    ``pages_ok``: pages fetched fine (2xx/3xx) or not modified; ``errors``: pages
+    answered 4xx/5xx plus fetch failures; ``pages_seen``: every page row of the
+    run plus the fetch failures (the error rate's denominator); ``failed_fetches``
+    and ``failed_by_kind``: the requests that got no usable answer. A failure of
+    a URL that also has a page row of the run (a retried crawl that reached it
+    after all) is not counted.
+    """
     ok, errors, seen = conn.execute(
         """SELECT count(*) FILTER (WHERE status BETWEEN 200 AND 399 OR status = 304),
                   count(*) FILTER (WHERE status >= 400 OR status = 0),
@@ -154,4 +167,14 @@ def run_totals(conn: psycopg.Connection, site: str, run_id: str) -> dict:
            FROM sitekb.pages WHERE site = %s AND last_run_id = %s""",
         (site, run_id),
     ).fetchone()
-    return {"pages_ok": ok, "errors": errors, "pages_seen": seen}
+    by_kind = dict(conn.execute(
+        """SELECT f.kind, count(*) FROM sitekb.fetch_failures f
+           WHERE f.run_id = %(run)s AND f.site = %(site)s
+             AND NOT EXISTS (SELECT 1 FROM sitekb.pages p
+                             WHERE p.site = f.site AND p.url = f.url AND p.last_run_id = f.run_id)
+           GROUP BY f.kind ORDER BY f.kind""",
+        {"site": site, "run": run_id},
+    ).fetchall())
+    failed = sum(by_kind.values())
+    return {"pages_ok": ok, "errors": errors + failed, "pages_seen": seen + failed, "failed_fetches": failed,
+            "failed_by_kind": by_kind}

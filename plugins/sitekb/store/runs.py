@@ -9,13 +9,14 @@ stage by stage, what each stage did (``stages``: counts, decisions, seconds).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
 from psycopg.rows import dict_row
 
-from sitekb.errors import NotFound, SitekbError
+from sitekb.errors import NotFound, RunInProgress, SitekbError
 from sitekb.sites import SiteConfig
 
 
@@ -30,13 +31,40 @@ class Run:
     status: str = "running"
 
 
-def start(conn: psycopg.Connection, site: SiteConfig, run_id: str, params: dict, embedding: dict) -> Run:
+def start(conn: psycopg.Connection, site: SiteConfig, run_id: str, params: dict, embedding: dict, *,
+          gone: Callable[[dict], str | None] | None = None) -> tuple[Run, list[str]]:
     """Record the run (or take up again one that has not succeeded) with its config and embedder.
+
+    One run of a site at a time: under a lock per site, any other run still
+    marked running either is gone (``gone(params)`` says why: its process
+    died) and is marked failed here, or stops this start with
+    :class:`RunInProgress`. Returns the run and the ids of the runs it took
+    over (their staged rows are the caller's to clean up).
 
     A run that succeeded is finished: its snapshot may be live, and starting it
     again would mark it running. That is refused.
     """
+    taken_over: list[str] = []
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('sitekb.runs'), hashtext(%s))", (site.name,))
+        for other, other_params, started_at in conn.execute(
+                """SELECT run_id, params, started_at FROM sitekb.runs
+                   WHERE site = %s AND status = 'running' AND run_id <> %s ORDER BY started_at""",
+                (site.name, run_id)).fetchall():
+            why = gone(other_params or {}) if gone is not None else None
+            if why is None:
+                raise RunInProgress(
+                    f"site {site.name!r} is being refreshed by run {other} (started {started_at:%Y-%m-%d %H:%M} UTC, "
+                    f"{holder_text(other_params or {})}); two runs of a site at once would corrupt each other. "
+                    f"Wait for it to finish; if its process is gone for good, `sitekb run {site.name} --take-over` "
+                    "marks it failed and starts a new run"
+                )
+            conn.execute(
+                """UPDATE sitekb.runs SET status = 'failed', finished_at = now(), error = %s
+                   WHERE run_id = %s AND status = 'running'""",
+                (f"{why}; taken over by run {run_id}", other),
+            )
+            taken_over.append(other)
         row = conn.execute(
             """INSERT INTO sitekb.runs (run_id, site, params, config, config_hash, embedding)
                VALUES (%s, %s, %s, %s, %s, %s)
@@ -53,7 +81,20 @@ def start(conn: psycopg.Connection, site: SiteConfig, run_id: str, params: dict,
         if existing.site.name != site.name:
             raise SitekbError(f"run {run_id!r} belongs to site {existing.site.name!r}, not {site.name!r}")
         raise SitekbError(f"run {run_id!r} of {site.name!r} already succeeded; start a new run to refresh again")
-    return Run(run_id, site, params, embedding)
+    return Run(run_id, site, params, embedding), taken_over
+
+
+def holder_text(params: dict) -> str:
+    """Who runs a run, for people: the Airflow DAG run, or the process and host."""
+    holder = params.get("holder") or {}
+    if holder.get("pid"):
+        return f"process {holder['pid']} on {holder.get('host', '?')}"
+    if holder.get("airflow"):
+        return f"Airflow DAG run {holder['airflow']}"
+    actor = str(params.get("actor") or "")
+    if actor.startswith("airflow:"):
+        return f"Airflow DAG run {actor.removeprefix('airflow:')}"
+    return f"by {actor or 'an unknown process'}"
 
 
 def load(conn: psycopg.Connection, run_id: str) -> Run:

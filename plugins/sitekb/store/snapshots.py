@@ -375,6 +375,26 @@ def apply_retention(conn: psycopg.Connection, site: str, keep: int) -> list[int]
     return dropped
 
 
+def abandon_building(conn: psycopg.Connection, run_id: str) -> int | None:
+    """A dead run's half-built snapshot: its table goes, its record says why; returns its id (None: nothing)."""
+    row = conn.execute("SELECT snapshot_id, site FROM sitekb.snapshots WHERE run_id = %s AND state = 'building'",
+                       (run_id,)).fetchone()
+    if row is None:
+        return None
+    snapshot_id, site = row
+    with conn.transaction():
+        _lock_site(conn, site)
+        snapshot_tables.drop(conn, snapshot_id)
+        conn.execute(
+            """UPDATE sitekb.snapshots SET state = 'rejected', table_name = NULL,
+                      reasons = coalesce(reasons, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                          'check', 'run', 'message', 'its run stopped while it was being built'))
+               WHERE snapshot_id = %s AND state = 'building'""",
+            (snapshot_id,),
+        )
+    return snapshot_id
+
+
 def _actor() -> str:
     try:
         return getpass.getuser()
