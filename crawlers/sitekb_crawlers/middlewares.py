@@ -1,10 +1,12 @@
 """Downloader components that make the crawl safe and polite.
 
 - :class:`ScopeGuardMiddleware` keeps every request, redirects included, in
-  scope: off-domain hosts, configured patterns and private/loopback addresses
-  (unless the site config allows them) are refused before any byte is sent. A
-  host name is resolved once and refused if any of its addresses is private,
-  so a public-looking name pointing at 127.0.0.1 cannot sneak in.
+  scope: off-site origins (another host, or another port of the site's host),
+  configured patterns and private/loopback literal addresses (unless the site
+  config allows them) are refused before any byte is sent. What a host *name*
+  resolves to is checked where the connection is made, by
+  :class:`sitekb_crawlers.resolver.GuardedResolver`: resolving here and letting
+  Scrapy resolve again would let a rebinding name answer differently.
 - :class:`SitekbRobotsTxtMiddleware` is Scrapy's robots.txt middleware with
   RFC 9309's edge cases (4xx: no rules; 5xx or unreachable: everything
   disallowed; only the first 500 KiB read), ``Crawl-delay`` applied as the
@@ -28,9 +30,7 @@ SITEKB_MAX_CRAWL_DELAY, DOWNLOAD_DELAY, ROBOTSTXT_* (Scrapy's).
 from __future__ import annotations
 
 import logging
-import socket
 from time import monotonic
-from urllib.parse import urlsplit
 
 from scrapy import signals
 from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
@@ -41,7 +41,7 @@ from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler, load_object
 
-from sitekb_crawlers.parsers import Scope, is_private_host, retry_after_seconds, robots_looks_broken
+from sitekb_crawlers.parsers import Scope, retry_after_seconds, robots_looks_broken
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,10 @@ class OutOfScope(IgnoreRequest):
 
 
 class ScopeGuardMiddleware:
+    """Refuses out-of-scope requests with the rule that keeps them out (see :class:`Scope`)."""
+
     def __init__(self, scope: Scope):
         self.scope = scope
-        self._resolved: dict[str, bool] = {}
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -67,22 +68,9 @@ class ScopeGuardMiddleware:
 
     def process_request(self, request, spider=None):
         rule = self.scope.why_out(request.url)
-        if rule is None and not self.scope.allow_private:
-            host = urlsplit(request.url).hostname or ""
-            if self._resolves_private(host):
-                rule = "private-address"
         if rule is not None:
             raise OutOfScope(rule, request.url)
         return None
-
-    def _resolves_private(self, host: str) -> bool:
-        if host not in self._resolved:
-            try:
-                addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-            except OSError:
-                addresses = set()  # unresolvable: the download itself will fail and be counted
-            self._resolved[host] = any(is_private_host(a) for a in addresses)
-        return self._resolved[host]
 
 
 # -- host pauses ------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import codecs
 import fnmatch
 import ipaddress
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -22,6 +21,7 @@ from lxml.etree import LxmlError, ParserError
 from w3lib.url import safe_url_string
 
 from sitekb.sites import SiteConfig
+from sitekb.untrusted import load_json
 
 
 @dataclass(frozen=True)
@@ -111,12 +111,36 @@ def normalize_url(url: str, strip_params: list[str] | tuple[str, ...] = (), sort
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, the port made explicit; None for anything else."""
+    parts = urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError:  # a port out of range or not a number
+        return None
+    return parts.scheme, parts.hostname.lower(), port
+
+
 class Scope:
-    """Which URLs the crawl may fetch: allowed domains, include/exclude patterns, private addresses."""
+    """Which URLs the crawl may fetch: allowed origins and domains, include/exclude patterns, private addresses.
+
+    A URL is on-site when its origin (scheme, host, port) is one of ``origins``
+    (the start URLs' own), or when its host is one of ``domains`` (or below one)
+    and its port is the scheme's default. So a page of https://example.com/
+    cannot send the crawler to https://example.com:6379/, an internal service
+    on the same host. An ``allowed_domains`` entry written as an origin
+    (``https://example.com:8443``) admits that origin.
+    """
 
     def __init__(self, domains: list[str], include_patterns: list[str] = (), exclude_patterns: list[str] = (),
-                 allow_private: bool = False):
-        self.domains = [d.lower() for d in domains]
+                 allow_private: bool = False, origins: list[str] = ()):
+        self.domains = [d.lower() for d in domains if "://" not in d]
+        self.origins = {o for o in map(_origin, [*origins, *(d for d in domains if "://" in d)]) if o}
         self.include = [re.compile(p) for p in include_patterns]
         self.exclude = [re.compile(p) for p in exclude_patterns]
         self.allow_private = allow_private
@@ -124,7 +148,8 @@ class Scope:
     @staticmethod
     def values(site: SiteConfig) -> dict:
         """The plain values of a site's scope (what the Scrapy settings carry to a component)."""
-        return {"domains": site.domains(), "include_patterns": list(site.crawl.include_patterns),
+        return {"domains": site.domains(), "origins": list(site.start_urls),
+                "include_patterns": list(site.crawl.include_patterns),
                 "exclude_patterns": list(site.crawl.exclude_patterns),
                 "allow_private": site.crawl.allow_private_addresses}
 
@@ -135,11 +160,17 @@ class Scope:
     def why_out(self, url: str) -> str | None:
         """None if ``url`` is in scope, else the rule that keeps it out."""
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
+        if parts.scheme not in DEFAULT_PORTS:
             return "scheme"
-        host = (parts.hostname or "").lower()
-        if not any(host == d or host.endswith("." + d) for d in self.domains):
+        origin = _origin(url)
+        if origin is None:
             return "off-domain"
+        scheme, host, port = origin
+        if origin not in self.origins:
+            if not any(host == d or host.endswith("." + d) for d in self.domains):
+                return "off-domain"
+            if port != DEFAULT_PORTS[scheme]:
+                return "off-port"
         if not self.allow_private and is_private_host(host):
             return "private-address"
         if self.include and not any(p.search(url) for p in self.include):
@@ -149,15 +180,56 @@ class Scope:
         return None
 
 
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries: mapped, compatible, NAT64 (64:ff9b::/96) or 6to4."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    packed = int(address)
+    if address in NAT64_PREFIX or address in NAT64_LOCAL_PREFIX:
+        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
+    if packed >> 32 == 0 and packed > 1:   # deprecated IPv4-compatible ::a.b.c.d (:: and ::1 are themselves)
+        return ipaddress.IPv4Address(packed)
+    return None
+
+
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+NAT64_LOCAL_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True only for a globally routable address, with any IPv4 inside an IPv6 one routable too.
+
+    ``is_global`` leaves out loopback, private, link-local (cloud metadata at
+    169.254.169.254), carrier-grade NAT 100.64.0.0/10 (Alibaba's metadata
+    100.100.100.200), documentation and reserved ranges; an IPv6 address
+    embedding IPv4 (::ffff:10.0.0.1, 64:ff9b::7f00:1, 2002:0a00:0001::) is
+    judged by the IPv4 address it reaches.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id:
+            return False
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            return is_public_address(inner)
+    return address.is_global and not address.is_multicast
+
+
 def is_private_host(host: str) -> bool:
-    """True for loopback, private, link-local and unspecified literal addresses and localhost."""
+    """True for localhost names and for every literal address that is not globally routable.
+
+    A name (other than localhost) is False here: what it resolves to is checked
+    where the connection is made (:mod:`sitekb_crawlers.resolver`).
+    """
+    host = host.strip("[]").lower().rstrip(".")
     if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
         return True
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
-    return address.is_private or address.is_loopback or address.is_link_local or address.is_unspecified
+    return not is_public_address(address)
 
 
 def agent_token(user_agent: str) -> str:
@@ -412,8 +484,12 @@ def _location_regex(location: str) -> re.Pattern:
 
 
 def parse_tdmrep(text: str | bytes) -> list[TdmRule]:
-    """Rules of a tdmrep.json file; ValueError when it is not a valid rule list."""
-    data = json.loads(text)
+    """Rules of a tdmrep.json file; ValueError when it is not a valid rule list.
+
+    The file is the site's: one too large or nested too deep raises
+    :class:`sitekb.untrusted.UntrustedJson` (a ValueError), never RecursionError.
+    """
+    data = load_json(text)
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):

@@ -13,13 +13,25 @@ URL's rows in the staging tables of earlier runs are erased as well
 A fetch failure goes to ``sitekb.fetch_failures`` and leaves the URL's page row
 as it was.
 
-Settings read: SITEKB_DATABASE_URL, SITEKB_RUN_ID, SITEKB_SITE_NAME, SITEKB_WRITE_BATCH.
+Pages are written by anyone: before an item is buffered, the characters Postgres
+text cannot hold (NUL, lone surrogates) are removed from every string it carries
+(:func:`sitekb.untrusted.storable`), counted in ``sitekb/bad_input/unstorable_chars``.
+The exclusion ledger is bounded: per run and rule the first
+``SITEKB_MAX_EXCLUSIONS_PER_RULE`` URLs get a row, the rest are only counted
+(``sitekb/exclusions_unrecorded``; the ``excluded/*`` and ``skipped/*`` stats count
+them all), so a flood of refused URLs cannot write a million rows. A withdrawal of
+consent past the bound still erases the URL's stored content.
+
+Settings read: SITEKB_DATABASE_URL, SITEKB_RUN_ID, SITEKB_SITE_NAME, SITEKB_WRITE_BATCH,
+SITEKB_MAX_EXCLUSIONS_PER_RULE.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
+from collections import Counter
 from datetime import datetime, timezone
 
 import psycopg
@@ -28,12 +40,18 @@ from twisted.internet.threads import deferToThread
 
 from sitekb import store
 from sitekb.store import ledger, pages
+from sitekb.untrusted import storable_value
 from sitekb_crawlers.items import ExclusionItem, FailureItem, PageItem
+
+MAX_EXCLUSIONS_PER_RULE = 1000
 
 
 class PostgresPipeline:
-    def __init__(self, database_url: str, site: str, run_id: str, batch_size: int, crawler=None):
+    def __init__(self, database_url: str, site: str, run_id: str, batch_size: int, crawler=None,
+                 max_exclusions_per_rule: int = MAX_EXCLUSIONS_PER_RULE):
         self.crawler = crawler
+        self.max_exclusions_per_rule = max_exclusions_per_rule
+        self.exclusions_by_rule: Counter[str] = Counter()
         self.database_url = database_url
         self.site = site
         self.run_id = run_id
@@ -51,6 +69,7 @@ class PostgresPipeline:
             run_id=settings.get("SITEKB_RUN_ID"),
             batch_size=settings.getint("SITEKB_WRITE_BATCH", 50),
             crawler=crawler,
+            max_exclusions_per_rule=settings.getint("SITEKB_MAX_EXCLUSIONS_PER_RULE", MAX_EXCLUSIONS_PER_RULE),
         )
 
     def open_spider(self, spider=None):
@@ -69,7 +88,16 @@ class PostgresPipeline:
     async def process_item(self, item, spider=None):
         if not isinstance(item, (PageItem, ExclusionItem, FailureItem)):
             return item
-        self.buffer.append(item)
+        entry = self._storable(item)
+        if isinstance(item, ExclusionItem):
+            self.exclusions_by_rule[item.rule] += 1
+            if self.exclusions_by_rule[item.rule] > self.max_exclusions_per_rule:
+                self._inc("exclusions_unrecorded")
+                if not item.purge:
+                    return item
+                # No ledger row, but a withdrawal of consent still erases what is stored.
+                entry = pages.Withdrawn(entry.url, entry.rule)
+        self.buffer.append(entry)
         if len(self.buffer) < self.batch_size:
             return item
         batch, self.buffer = self.buffer, []
@@ -83,6 +111,26 @@ class PostgresPipeline:
             raise
         return item
 
+    def _inc(self, key: str, count: int = 1) -> None:
+        if self.crawler is not None:
+            self.crawler.stats.inc_value(f"sitekb/{key}", count)
+
+    def _storable(self, item):
+        """The item without characters Postgres text cannot hold (NUL, lone surrogates), counted."""
+        changes, removed = {}, 0
+        for field in dataclasses.fields(item):
+            value = getattr(item, field.name)
+            if isinstance(value, (str, list, dict)):
+                cleaned, count = storable_value(value)
+                if count:
+                    changes[field.name] = cleaned
+                    removed += count
+        if not removed:
+            return item
+        self._inc("bad_input/unstorable_chars", removed)
+        self._inc("bad_input/unstorable_text_items")
+        return dataclasses.replace(item, **changes)
+
     def _record_failure(self, exc: Exception) -> None:
         if self.crawler is not None:
             self.crawler.stats.set_value("sitekb/db_write_error", str(exc).strip().splitlines()[0])
@@ -92,7 +140,9 @@ class PostgresPipeline:
             return
         fetched, seen, exclusions, withdrawn, failed = [], [], [], [], []
         for item in batch:
-            if isinstance(item, FailureItem):
+            if isinstance(item, pages.Withdrawn):  # an exclusion past the ledger's bound
+                withdrawn.append(item)
+            elif isinstance(item, FailureItem):
                 failed.append(ledger.FetchFailure(item.url, item.kind, item.detail))
             elif isinstance(item, ExclusionItem):
                 exclusions.append(ledger.Exclusion(item.url, item.rule, item.detail))

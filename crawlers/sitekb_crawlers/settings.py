@@ -8,7 +8,8 @@ argument: it routes every request by it.
 
 Replaced Scrapy components: RobotsTxtMiddleware (RFC 9309 edge cases,
 Crawl-delay), RetryMiddleware (backoff, Retry-After), the duplicate filter
-(counts redirect loops), DepthMiddleware and the offsite middlewares (the
+(counts redirect loops), the DNS resolver (refuses private answers,
+see ``resolver.py``), DepthMiddleware and the offsite middlewares (the
 spider's frontier and the scope guard do depth and scope, with reasons).
 """
 
@@ -56,6 +57,8 @@ def crawl_settings(site: SiteConfig, *, run_id: str, database_url: str, full: bo
         "CONCURRENT_ITEMS": 16,
         # Breadth first: with a page budget, shallow pages (the important ones) come first.
         "SCHEDULER_MEMORY_QUEUE": "scrapy.squeues.FifoMemoryQueue",
+        # Checks each address where the connection is made (DNS rebinding); see resolver.py.
+        "TWISTED_DNS_RESOLVER": "sitekb_crawlers.resolver.GuardedResolver",
         "DUPEFILTER_CLASS": "sitekb_crawlers.middlewares.RedirectAwareDupeFilter",
         "TELNETCONSOLE_ENABLED": False,
         "COOKIES_ENABLED": False,

@@ -19,38 +19,74 @@ read-only ``sitekb_reader`` role. API keys are optional: with none configured
 the API is open (it binds to 127.0.0.1 by default); with keys, every ``/v1``
 call needs ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``.
 
+Every text a request carries refuses NUL and lone surrogates, and every id is a
+Postgres bigint (422, never a 500); an embedding server that is down is a 503
+that names no server. Every response carries a Content-Security-Policy (the
+page's own inline script and style allowed by hash) and ``nosniff``; a Host
+other than the loopback names, the bound address and ``Settings.allowed_hosts``
+is refused with 400 (DNS rebinding).
+
 Routes are the module-level functions below; :func:`create_app` only wires
 them to a connection pool, the settings and the keys.
 
-Settings read (passed in): ``Settings.api_keys``, ``Settings.api_database_url``
+Settings read (passed in): ``Settings.api_keys``, ``Settings.allowed_hosts``, ``Settings.api_database_url``
 (e.g. a URL of the sitekb_reader role; default the database URL every command
 uses), and the OpenAI key and server of snapshots embedded by one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
+import re
+from base64 import b64encode
 from collections.abc import Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
+from functools import lru_cache
 from importlib import resources
 from typing import Annotated
 
 import psycopg
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sitekb import __version__, query, store
 from sitekb.errors import ConfigError, EmbeddingUnavailable, NotFound, TransientError
 from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MAX_K, MAX_QUERY_CHARS, Mode, Passage
+from sitekb.redaction import redact
 from sitekb.settings import Settings
 from sitekb.store.schema import latest_version
 
 SITE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+BIGINT_MAX = 2**63 - 1          # ids are Postgres bigints: a larger number is refused, not sent
+log = logging.getLogger(__name__)
+
+
+# -- field types ------------------------------------------------------------
+
+def _safe_text(text: str) -> str:
+    # Postgres text cannot hold NUL, and a lone surrogate (JSON "\ud800") cannot be encoded
+    # as UTF-8: both would fail deep in the driver as a 500, so every text field refuses them here.
+    if "\x00" in text:
+        raise ValueError("text may not contain a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode (a lone surrogate)") from None
+    return text
+
+
+# Every text a request carries (body, query string or path) is one of these.
+Text = Annotated[str, AfterValidator(_safe_text)]
+# Every id a request carries: a positive Postgres bigint.
+BigInt = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 
 
 # -- payloads ---------------------------------------------------------------
@@ -62,10 +98,10 @@ class _Strict(BaseModel):
 class SearchFilters(_Strict):
     """Optional restrictions; every one given must hold."""
 
-    url_prefix: str | None = Field(default=None, max_length=2000, description="Only URLs starting with this.")
-    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+    url_prefix: Text | None = Field(default=None, max_length=2000, description="Only URLs starting with this.")
+    tags: list[Annotated[Text, Field(min_length=1, max_length=100)]] | None = Field(
         default=None, max_length=20, description="Only pages with at least one of these tags.")
-    language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+    language: Text | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
                                  description="Language code; 'en' also matches 'en-GB'.")
     published_after: date | None = Field(default=None, description="Published on or after (inclusive).")
     published_before: date | None = Field(default=None, description="Published on or before (inclusive).")
@@ -83,14 +119,14 @@ class SearchFilters(_Strict):
 
 
 class SearchRequest(_Strict):
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question, in plain words.")
-    site: str | None = Field(default=None, pattern=SITE_PATTERN,
+    query: Text = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question, in plain words.")
+    site: Text | None = Field(default=None, pattern=SITE_PATTERN,
                              description="Site name; may be left out when only one site is published.")
     k: int = Field(default=5, ge=1, le=MAX_K, description="How many passages.")
     mode: Mode = Field(default=DEFAULT_MODE)
-    alias: str | None = Field(default=None, min_length=1, max_length=63,
+    alias: Text | None = Field(default=None, min_length=1, max_length=63,
                               description=f"Alias to read (default {DEFAULT_ALIAS}).")
-    snapshot: int | None = Field(default=None, ge=1, description="Pin this snapshot id instead of an alias.")
+    snapshot: BigInt | None = Field(default=None, description="Pin this snapshot id instead of an alias.")
     filters: SearchFilters = Field(default_factory=SearchFilters)
 
     @field_validator("query")
@@ -142,8 +178,8 @@ class Problem(BaseModel):
     detail: str
 
 
-ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 422: {"description": "Invalid request"},
-          503: {"model": Problem}}
+ERRORS = {400: {"model": Problem}, 401: {"model": Problem}, 404: {"model": Problem},
+          422: {"description": "Invalid request"}, 503: {"model": Problem}}
 
 
 # -- dependencies -----------------------------------------------------------
@@ -182,11 +218,25 @@ protected = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], respons
 
 # -- routes -----------------------------------------------------------------
 
+@lru_cache(maxsize=1)
+def _search_page() -> tuple[str, str]:
+    """The search page and its Content-Security-Policy, which allows its own inline script and style by hash."""
+    html = resources.files("sitekb").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    def hashes(tag: str) -> str:
+        bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+        return " ".join(f"'sha256-{b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in bodies)
+
+    policy = (f"default-src 'none'; script-src 'self' {hashes('script')}; style-src 'self' {hashes('style')}; "
+              "connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+    return html, policy
+
+
 @router.get("/", include_in_schema=False, response_class=HTMLResponse)
 def page() -> HTMLResponse:
     """The search page for people."""
-    html = resources.files("sitekb").joinpath("static/index.html").read_text(encoding="utf-8")
-    return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+    html, policy = _search_page()
+    return HTMLResponse(html, headers={"Cache-Control": "no-cache", "Content-Security-Policy": policy})
 
 
 @router.get("/healthz", tags=["health"], summary="The process is up")
@@ -202,7 +252,7 @@ def readyz(request: Request):
         with request.app.state.pool.connection(timeout=3) as conn:
             version = query.schema_version(conn)
     except (PoolTimeout, psycopg.Error) as exc:
-        return JSONResponse({"status": "unavailable", "detail": f"database: {str(exc).strip()[:300]}"}, 503)
+        return JSONResponse({"status": "unavailable", "detail": f"database: {redact(str(exc).strip())[:300]}"}, 503)
     if version is None or version < expected:
         return JSONResponse({"status": "unavailable", "schema_version": version, "expected": expected,
                              "detail": "the database is not migrated: run `sitekb db migrate`"}, 503)
@@ -211,14 +261,14 @@ def readyz(request: Request):
 
 @protected.get("/snapshots", response_model=list[SnapshotInfo], tags=["snapshots"],
                summary="Snapshots a frontend may query, newest first")
-def list_snapshots(conn: PooledConnection, site: Annotated[str | None, Query(pattern=SITE_PATTERN)] = None,
+def list_snapshots(conn: PooledConnection, site: Annotated[Text | None, Query(pattern=SITE_PATTERN)] = None,
                    limit: Annotated[int, Query(ge=1, le=500)] = 50):
     return query.published(conn, site=site, limit=limit)
 
 
 @protected.get("/snapshots/{snapshot_id}", response_model=SnapshotInfo, tags=["snapshots"],
                summary="One snapshot a frontend may query")
-def get_snapshot(snapshot_id: int, conn: PooledConnection):
+def get_snapshot(snapshot_id: Annotated[BigInt, Path()], conn: PooledConnection):
     rows = query.published(conn, snapshot_id=snapshot_id, limit=1)
     if not rows:
         raise HTTPException(404, f"snapshot {snapshot_id} is not available: it does not exist, was never "
@@ -249,11 +299,88 @@ def _database_down(request: Request, exc: psycopg.OperationalError) -> JSONRespo
     return JSONResponse({"detail": "the database is not reachable; see GET /readyz"}, 503)
 
 
+def _embedding_down(request: Request, exc: Exception) -> JSONResponse:
+    # The full reason names the embedding server, whose URL may carry credentials: it goes to
+    # the log only (redacted), and an unauthenticated client learns just what it can do about it.
+    log.warning("search answered 503: %s", redact(str(exc)))
+    return JSONResponse({"detail": "the question cannot be embedded now (the embedding server is down or "
+                                   "refuses); retry later"}, 503, headers={"Retry-After": "5"})
+
+
+def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # FastAPI's default echoes each bad input back; a lone surrogate cannot be encoded in the
+    # answer (a 500) and echoing is of no use to the caller, so only where and why are sent.
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+              for e in exc.errors()]
+    return JSONResponse({"detail": errors}, 422)
+
+
+# -- headers every response carries -----------------------------------------
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+
+
+def _host_of(header: str) -> str:
+    """The host name of a Host header, lower case, without port or IPv6 brackets."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class SecurityHeaders:
+    """ASGI middleware: refuse a Host that is not allowed (DNS rebinding) and set CSP and nosniff.
+
+    Allowed: the loopback names, the address the server is bound to, and ``allowed_hosts``
+    (``*`` allows any). A rebinding page sends its own name as Host, so it is refused.
+    """
+
+    def __init__(self, app, allowed_hosts: Sequence[str] = ()):
+        self.app = app
+        self.allowed = {_host_of(h) for h in allowed_hosts if h.strip()}
+        self.any_host = "*" in self.allowed
+
+    def _allowed(self, scope) -> bool:
+        if self.any_host:
+            return True
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+        name = _host_of(host)
+        if name in self.allowed:
+            return True
+        bound = (scope.get("server") or ("",))[0] or ""
+        return name in LOCAL_HOSTS or (bool(name) and name == _host_of(f"[{bound}]" if ":" in bound else bound))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                if b"content-security-policy" not in names:
+                    headers.append((b"content-security-policy", API_POLICY.encode()))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                headers.append((b"referrer-policy", b"no-referrer"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if not self._allowed(scope):
+            refused = JSONResponse({"detail": "this Host is not served here; add it to SITEKB_ALLOWED_HOSTS"}, 400)
+            return await refused(scope, receive, with_headers)
+        await self.app(scope, receive, with_headers)
+
+
 # -- the app ----------------------------------------------------------------
 
 def create_app(settings: Settings, *, database_url: str | None = None, api_keys: Sequence[str] | None = None,
-               pool_size: int = 4) -> FastAPI:
-    """The API app over ``database_url`` (default: ``settings.api_database_url``, else the usual database)."""
+               pool_size: int = 4, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+    """The API app over ``database_url`` (default: ``settings.api_database_url``, else the usual database).
+
+    ``allowed_hosts`` (default ``settings.allowed_hosts``): the Host names served; none given,
+    the bound address and the loopback names.
+    """
     url = database_url or settings.api_database_url or store.database_url(settings)
     pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True},
                           configure=register_vector, timeout=10)
@@ -281,9 +408,12 @@ def create_app(settings: Settings, *, database_url: str | None = None, api_keys:
     app.include_router(protected)
     app.add_exception_handler(NotFound, _problem(404))
     app.add_exception_handler(ConfigError, _problem(422))
-    app.add_exception_handler(EmbeddingUnavailable, _problem(503))
-    app.add_exception_handler(TransientError, _problem(503))
+    app.add_exception_handler(EmbeddingUnavailable, _embedding_down)
+    app.add_exception_handler(TransientError, _embedding_down)
     app.add_exception_handler(psycopg.OperationalError, _database_down)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_middleware(SecurityHeaders,
+                       allowed_hosts=tuple(settings.allowed_hosts if allowed_hosts is None else allowed_hosts))
     return app
 
 

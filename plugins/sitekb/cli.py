@@ -26,6 +26,7 @@ from sitekb import __version__
 from sitekb.commands import connect
 from sitekb.commands import print_json as _print_json
 from sitekb.errors import ConfigError, SitekbError, TransientError
+from sitekb.redaction import redact
 from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MODES
 from sitekb.settings import PROCESS_ENVIRONMENT, Settings
 
@@ -308,10 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         return args.func(args, settings)
     except SitekbError as exc:
-        print(f"sitekb: error: {exc}", file=sys.stderr)
+        print(f"sitekb: error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except TransientError as exc:
-        print(f"sitekb: error: {exc} (a temporary failure: try again later)", file=sys.stderr)
+        print(f"sitekb: error: {redact(str(exc))} (a temporary failure: try again later)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("sitekb: interrupted", file=sys.stderr)

@@ -6,7 +6,9 @@
         print(passage.rank, passage.title, passage.url, passage.heading_path)
 
 Every call maps to one endpoint of the API; errors become :class:`APIError`
-with the HTTP status and the server's explanation. Results are the same
+with the HTTP status and the server's explanation. The API key goes only to the
+origin (scheme, host, port) of ``base_url``: a redirect elsewhere is followed
+without it. Results are the same
 :class:`~sitekb.passages.Passage` and :class:`~sitekb.passages.SearchResult`
 types the server, the CLI and the quality gate use.
 """
@@ -32,6 +34,31 @@ class APIError(Exception):
         self.status = status
         self.detail = detail
         super().__init__(f"HTTP {status}: {detail}" if status else str(detail))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
+class _KeyStaysHome(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, sending the key again only to the configured origin.
+
+    The key is an unredirected header, which urllib never copies to a redirect;
+    this handler puts it back when the redirect stays on the origin.
+    """
+
+    def __init__(self, origin: tuple, headers: dict[str, str]):
+        self.origin = origin
+        self.headers = headers
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(new.full_url) == self.origin:
+            for name, value in self.headers.items():
+                new.add_unredirected_header(name, value)
+        return new
 
 
 class Client:
@@ -83,11 +110,13 @@ class Client:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+        key = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        for name, value in key.items():
+            request.add_unredirected_header(name, value)
+        opener = urllib.request.build_opener(_KeyStaysHome(_origin(self.base_url), key))
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with opener.open(request, timeout=self.timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             try:

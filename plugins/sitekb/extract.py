@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import re
 import unicodedata
@@ -22,6 +21,8 @@ from urllib.parse import urljoin, urlsplit
 import lxml.html
 import trafilatura
 from lxml.etree import LxmlError
+
+from sitekb.untrusted import UntrustedJson, load_json
 
 __all__ = [
     "EXTRACTOR_VERSION",
@@ -38,7 +39,7 @@ PDF_TYPE = "application/pdf"
 
 # Bump the suffix whenever this module changes what it emits for the same HTML,
 # so stored snapshots can tell which extraction produced them.
-EXTRACTOR_VERSION = f"trafilatura-{trafilatura.__version__}+sitekb.2"
+EXTRACTOR_VERSION = f"trafilatura-{trafilatura.__version__}+sitekb.3"
 
 NOSNIPPET_SELECTORS: tuple[str, ...] = ("[data-nosnippet]",)
 
@@ -187,6 +188,32 @@ def _iso_date(value: str | None) -> str | None:
     return match.group(0)
 
 
+# Script types whose JSON trafilatura and htmldate parse (metadata, dates, the baseline extractor).
+_JSON_SCRIPT_TYPES = ("application/ld+json", "application/settings+json")
+
+
+def _json_ld_scripts(tree: lxml.html.HtmlElement) -> Iterator[lxml.html.HtmlElement]:
+    for script in tree.iter("script"):
+        if (script.get("type") or "").strip().lower() in _JSON_SCRIPT_TYPES and script.text:
+            yield script
+
+
+def _drop_unsafe_json_ld(tree: lxml.html.HtmlElement, url: str) -> int:
+    """Remove JSON-LD too large or nested too deep to parse safely (trafilatura parses it unbounded)."""
+    unsafe = []
+    for script in _json_ld_scripts(tree):
+        try:
+            load_json(script.text)
+        except UntrustedJson as exc:
+            log.info("JSON-LD of %s ignored: %s", url, exc)
+            unsafe.append(script)
+        except ValueError:  # broken JSON-LD: trafilatura copes with that
+            continue
+    for script in unsafe:
+        script.drop_tree()
+    return len(unsafe)
+
+
 def _json_ld_values(tree: lxml.html.HtmlElement, key: str) -> Iterator[str]:
     def walk(node: object) -> Iterator[str]:
         if isinstance(node, dict):
@@ -198,12 +225,10 @@ def _json_ld_values(tree: lxml.html.HtmlElement, key: str) -> Iterator[str]:
             for child in node:
                 yield from walk(child)
 
-    for script in tree.iter("script"):
-        if (script.get("type") or "").strip().lower() != "application/ld+json" or not script.text:
-            continue
+    for script in _json_ld_scripts(tree):
         try:
-            data = json.loads(script.text)
-        except ValueError:  # broken JSON-LD is common; it just carries no date
+            data = load_json(script.text)   # bounded depth, so walk() cannot recurse too deep
+        except ValueError:  # broken (or too large, too deep) JSON-LD is common; it just carries no date
             continue
         yield from walk(data)
 
@@ -305,6 +330,7 @@ def extract_document(html: str, url: str, *, favor_precision: bool = True,
     if tree is None:
         return None
     _drop_matching(tree, NOSNIPPET_SELECTORS)
+    _drop_unsafe_json_ld(tree, url)
     # Counted before trafilatura runs: it prunes the tree it is given.
     visible_words = visible_word_count(tree)
     if prune_boilerplate:

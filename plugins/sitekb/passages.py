@@ -11,6 +11,7 @@ The SQL function ``sitekb_api.search`` checks the same modes and limits
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from html.parser import HTMLParser
 from typing import Iterator, Literal
 
 MODES = ("vector", "keyword", "hybrid")
@@ -38,6 +39,12 @@ class Passage:
     language: str | None = None
     tags: list[str] = field(default_factory=list)
     published: str | None = None
+
+    def __post_init__(self) -> None:
+        # Titles and headings come from pages anyone writes, and frontends put them in
+        # their own HTML: they leave the query path as plain text, whatever a snapshot holds.
+        self.title = None if self.title is None else plain_text(self.title)
+        self.heading_path = [plain_text(h) for h in self.heading_path]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,3 +81,41 @@ def snippet_of(content: str, width: int = 220) -> str:
     """The start of a passage on one line, cut at a word boundary."""
     text = " ".join(content.split())
     return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + "…"
+
+
+class _TextOnly(HTMLParser):
+    """Collects the text of an HTML fragment, entities decoded, script and style bodies dropped."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        self._skip += tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+
+
+def plain_text(markup: str) -> str:
+    """``markup`` as plain text on one line: tags stripped, entities decoded.
+
+    Repeated until nothing changes (``&amp;lt;b&amp;gt;`` is a tag once decoded), so it is
+    idempotent: the client may apply it again to what the server sent.
+    """
+    text = markup
+    for _ in range(5):
+        parser = _TextOnly()
+        parser.feed(text)
+        parser.close()
+        cleaned = " ".join("".join(parser.parts).split())
+        if cleaned == text:
+            break
+        text = cleaned
+    return text

@@ -13,6 +13,8 @@ Environment variables read:
 ``SITEKB_DATABASE_URL``      external Postgres (with pgvector); unset: the embedded one
 ``SITEKB_API_DATABASE_URL``  the database URL of ``sitekb serve`` (e.g. the sitekb_reader role)
 ``SITEKB_API_KEYS``          API keys of ``sitekb serve``, comma-separated
+``SITEKB_ALLOWED_HOSTS``     Host names ``sitekb serve`` answers, comma-separated (``*``: any);
+                             unset: the bound address and localhost/127.0.0.1/[::1]
 ``SITEKB_HOME``              project-local state folder (default ``./.sitekb``)
 ``SITEKB_SITES_DIR``         where named site configs live (default the repository's ``dags/sites``)
 ``SITEKB_DAGS_FOLDER``       the DAGs Airflow loads (default the repository's ``dags``)
@@ -59,6 +61,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     api_database_url: str | None = None
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     home: Path = Field(default_factory=lambda: Path.cwd() / ".sitekb")
     sites_dir: Path = DEFAULT_SITES_DIR
     dags_folder: Path = DEFAULT_DAGS_FOLDER
@@ -74,7 +77,7 @@ class Settings(BaseSettings):
     # The variables a site config may name (embedding.api_key_env), captured with the rest.
     environment: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "allowed_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value):
         if isinstance(value, str):

@@ -39,7 +39,11 @@ class CrawlConfig(_Strict):
 
     sitemaps: list[str] = Field(default_factory=list, description="Sitemap URLs; robots.txt Sitemap lines are added.")
     follow_links: bool = True
-    allowed_domains: list[str] = Field(default_factory=list, description="Empty: the start URLs' hosts.")
+    allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="Hosts (and their subdomains) crawled on their scheme's default port, or origins such as "
+                    "https://docs.example.com:8443. Always in scope: the start URLs' own scheme, host and port. "
+                    "Another port of an allowed host is refused (off-port).")
     include_patterns: list[str] = Field(default_factory=list, description="Regexes over the whole URL; empty: all.")
     exclude_patterns: list[str] = Field(default_factory=list)
     strip_query_params: list[str] = Field(

@@ -117,6 +117,19 @@ def sitemap_index(base: str, paths: list[str]) -> Handler:
     return raw(xml, "application/xml")
 
 
+def sitemap_flood(base: str, count: int, prefix: str = "/flood/") -> Handler:
+    """A sitemap of ``count`` page URLs (``{prefix}0.html``...), built in memory once."""
+    rows = "".join(f"<url><loc>{base}{prefix}{n}.html</loc></url>" for n in range(count))
+    xml = ('<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+           f"{rows}</urlset>").encode()
+    return raw(xml, "application/xml")
+
+
+def nested_json(depth: int) -> str:
+    """A JSON document of objects nested ``depth`` deep (json.loads raises RecursionError past ~1000)."""
+    return '{"@context": "https://schema.org", "@type": "Thing", "about": ' * depth + "1" + "}" * depth
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True

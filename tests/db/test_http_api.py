@@ -270,3 +270,56 @@ def test_sitekb_serve_command_binds_to_loopback_and_reads_as_the_api_role(kb, tm
         proc.terminate()
         proc.wait(timeout=30)
     assert "search page on http://127.0.0.1:" in proc.stderr.read()
+
+
+def _headers_of(base: str, path: str, host: str | None = None) -> tuple[int, dict, str]:
+    request = urllib.request.Request(base + path, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read().decode()
+
+
+def test_the_search_page_sends_a_csp_that_allows_only_its_own_hashed_script_and_style(kb):
+    import base64
+    import hashlib
+    import re
+
+    status, headers, html = _headers_of(kb["base"], "/")
+    assert status == 200 and headers["x-content-type-options"] == "nosniff"
+    policy = dict(part.strip().split(" ", 1) for part in headers["content-security-policy"].split(";"))
+    assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    assert "unsafe-inline" not in headers["content-security-policy"]
+    for tag, directive in (("script", "script-src"), ("style", "style-src")):
+        bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+        assert len(bodies) == 1
+        digest = base64.b64encode(hashlib.sha256(bodies[0].encode()).digest()).decode()
+        assert policy[directive] == f"'self' 'sha256-{digest}'"
+    assert not re.search(r"\s(style|on[a-z]+)=", html)            # inline attributes would be blocked
+    status, headers, _ = _headers_of(kb["base"], "/v1/snapshots")
+    assert status == 200 and headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'none'" in headers["content-security-policy"]
+
+
+def test_a_host_that_is_not_allowed_is_refused(kb):
+    port = kb["base"].rsplit(":", 1)[1]
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", ""):
+        status, headers, body = _headers_of(kb["base"], "/", host=host or " ")
+        assert status == 400 and "SITEKB_ALLOWED_HOSTS" in body, host
+        assert headers["x-content-type-options"] == "nosniff"
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}"):
+        assert _headers_of(kb["base"], "/healthz", host=host)[0] == 200, host
+
+
+def test_allowed_hosts_come_from_the_settings(kb, monkeypatch):
+    monkeypatch.setenv("SITEKB_ALLOWED_HOSTS", "kb.example.org, Search.Example.org:8443")
+    settings = Settings.from_env()
+    assert settings.allowed_hosts == ("kb.example.org", "Search.Example.org:8443")
+    with running_server(api.create_app(settings, database_url=kb["reader_url"])) as base:
+        assert _headers_of(base, "/healthz", host="kb.example.org")[0] == 200
+        assert _headers_of(base, "/healthz", host="search.example.org")[0] == 200
+        assert _headers_of(base, "/healthz", host="localhost")[0] == 200           # loopback stays allowed
+        assert _headers_of(base, "/healthz", host="evil.example")[0] == 400
+    with running_server(api.create_app(Settings(), database_url=kb["reader_url"], allowed_hosts=["*"])) as base:
+        assert _headers_of(base, "/healthz", host="anything.example")[0] == 200

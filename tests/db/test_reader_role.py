@@ -162,3 +162,37 @@ def test_a_missing_snapshot_view_never_reads_the_callers_temp_objects_and_migrat
         got = reader.execute("SELECT chunk_id FROM sitekb_api.search('s', query_embedding => %s, k => 3)",
                              (query,)).fetchall()
         assert got == expected
+
+
+def test_the_reader_has_bounded_connections_queries_and_lock_waits(reader, conn):
+    limit = conn.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'sitekb_reader'").fetchone()[0]
+    assert 0 < limit <= 64
+    settings = dict(reader.execute(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout', 'lock_timeout', "
+        "'idle_in_transaction_session_timeout')").fetchall())
+    # The role's defaults: a frontend's session starts with them (Postgres lets a session change them,
+    # so they bound a well-behaved client's runaway query; the connection limit binds everyone).
+    assert settings == {"statement_timeout": "15000", "lock_timeout": "1000",
+                        "idle_in_transaction_session_timeout": "60000"}
+
+
+def test_a_session_holding_sitekbs_locks_cannot_hang_a_publish_or_a_run(reader, conn, database_url, monkeypatch,
+                                                                        demo_config):
+    """Advisory locks are open to every role: a held key makes the writer fail in time, naming the holder."""
+    from sitekb import engine
+    from sitekb.errors import SitekbError
+    from sitekb.settings import Settings
+    from sitekb.store import locks
+
+    monkeypatch.setattr(locks, "WAIT", "300ms")
+    candidate = make_snapshot(conn, "s", random_pages("s", seed=1), seed=1)
+    reader.execute("SELECT pg_advisory_lock(hashtext('sitekb.aliases'), hashtext('s'))")
+    with pytest.raises(SitekbError, match=r"moving an alias of site 's' waited 300ms for its lock, held by "
+                                          r"role sitekb_reader.*pg_terminate_backend"):
+        snapshots.publish(conn, candidate.snapshot_id)
+    assert conn.execute("SELECT 1").fetchone() == (1,)   # the connection is still usable
+    reader.execute("SELECT pg_advisory_lock(hashtext('sitekb.runs'), hashtext('demo'))")
+    with pytest.raises(SitekbError, match="starting a run of site 'demo' waited 300ms"):
+        engine.start(conn, Settings.from_env(), demo_config, "blocked-run", {})
+    reader.execute("SELECT pg_advisory_unlock_all()")
+    snapshots.publish(conn, candidate.snapshot_id)

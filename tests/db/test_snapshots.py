@@ -307,3 +307,19 @@ def test_hybrid_answers_the_demo_golden_questions_at_least_as_well_as_vector(dem
                                           mode=mode, snapshot_id=demo_runs["good"].snapshot_id))
                 for g in questions)
     assert hits["hybrid"] >= hits["vector"] and hits["hybrid"] >= hits["keyword"], hits
+
+
+def test_rollback_and_search_name_the_site_when_more_than_one_is_published(conn, database_url, capsys):
+    a = make_snapshot(conn, "s", random_pages("s"), publish_as="production")
+    b = make_snapshot(conn, "s", random_pages("s", seed=1), seed=1, publish_as="production")
+    # One site published: it may be left out.
+    assert main(["rollback", "--reason", "only one site"]) == 0
+    assert snapshots.resolve(conn, "s").snapshot_id == a.snapshot_id
+    make_snapshot(conn, "t", random_pages("t"), publish_as="production")
+    capsys.readouterr()
+    # Two: a bare rollback moves nothing and says how to choose.
+    assert main(["rollback"]) == 2
+    assert "2 sites have published snapshots (s, t): say which with --site" in capsys.readouterr().err
+    assert snapshots.resolve(conn, "s").snapshot_id == a.snapshot_id
+    assert main(["search", "anything"]) == 2
+    assert b.snapshot_id in {r["snapshot_id"] for r in snapshots.list_snapshots(conn, "s")}

@@ -179,7 +179,8 @@ def test_tdmrep_rules_first_match_wins():
     assert parsers.tdm_rule_for([], "https://e.com/") is None
 
 
-@pytest.mark.parametrize("text", [b"not json", b'{"no": "location"}', b"42", b'[{"location": 3}]'])
+@pytest.mark.parametrize("text", [b"not json", b'{"no": "location"}', b"42", b'[{"location": 3}]',
+                                  b"[" * 10_000 + b"]" * 10_000])   # nested too deep: not a RecursionError
 def test_tdmrep_broken_files_raise_value_error(text):
     with pytest.raises(ValueError):
         parsers.parse_tdmrep(text)
@@ -262,3 +263,33 @@ def test_unreadable_pdfs_raise():
 def test_lastmod_skip_compares_with_real_fetch_time():
     fetched = datetime.now(timezone.utc) - timedelta(days=3)
     assert parsers.unchanged_since((fetched - timedelta(days=2)).date().isoformat(), fetched)
+
+
+# -- scope: origins and ports --------------------------------------------------------
+
+def test_scope_refuses_another_port_of_the_site_host():
+    scope = parsers.Scope.of(site())
+    assert scope.why_out("https://example.com:443/page") is None
+    assert scope.why_out("http://example.com/page") is None           # default port of the other scheme
+    assert scope.why_out("https://example.com:2375/containers/json") == "off-port"   # Docker API
+    assert scope.why_out("http://example.com:6379/") == "off-port"    # Redis
+    assert scope.why_out("https://blog.example.com:8443/") == "off-port"
+    assert scope.why_out("https://example.com:99999/") == "off-domain"   # not a port at all
+
+
+def test_scope_admits_the_start_urls_own_port_only():
+    config = SiteConfig.model_validate({"name": "p", "start_urls": ["http://127.0.0.1:8000/"],
+                                        "crawl": {"allow_private_addresses": True}})
+    scope = parsers.Scope.of(config)
+    assert scope.why_out("http://127.0.0.1:8000/docs") is None
+    assert scope.why_out("http://127.0.0.1:8001/") == "off-port"
+    assert scope.why_out("https://127.0.0.1:8000/") == "off-port"     # the origin is scheme, host and port
+
+
+def test_scope_admits_origins_listed_in_allowed_domains():
+    config = SiteConfig.model_validate({"name": "p", "start_urls": ["https://example.com/"],
+                                        "crawl": {"allowed_domains": ["example.com", "https://docs.example.com:8443"]}})
+    scope = parsers.Scope.of(config)
+    assert scope.why_out("https://docs.example.com:8443/guide") is None
+    assert scope.why_out("http://docs.example.com:8443/guide") == "off-port"
+    assert scope.why_out("https://example.com:8443/") == "off-port"

@@ -18,7 +18,10 @@ answers it after robots.txt allowed it).
 
 Every oddity (bad charset, binary body, broken markup, sitemap or PDF,
 timeouts, redirect loops) is counted in the ``sitekb/*`` stats; none stops
-the crawl.
+the crawl. What a site supplies is read within bounds: tdmrep.json through
+:func:`sitekb.untrusted.load_json` (too large or too deep: ignored, counted),
+and at most ``SITEMAP_ENTRIES_PER_PAGE`` sitemap entries per page of
+``crawl.max_pages`` (a sitemap flood ends as fast as a small sitemap).
 
 A request that gets no usable answer after its retries (refused, lost, timed
 out, DNS, TLS, a 408/429/5xx, a redirect chain given up) becomes a
@@ -47,6 +50,7 @@ from sitekb_crawlers import failures, parsers, pdf
 from sitekb_crawlers.frontier import SEEN, Frontier
 from sitekb_crawlers.items import ExclusionItem, FailureItem, PageItem
 from sitekb.sites import SiteConfig
+from sitekb.untrusted import UntrustedJson
 from sitekb_crawlers.middlewares import OutOfScope, SitemapUnchangedMiddleware
 
 PDF = "application/pdf"
@@ -54,6 +58,11 @@ KEPT_HEADERS = ("content-type", "etag", "last-modified", "x-robots-tag", "conten
                 "tdm-policy")
 SITEMAP_MAX_BYTES = 50 * 1024 * 1024   # the sitemaps.org limit, uncompressed
 MAX_SITEMAPS = 1000
+# A sitemap flood (a million URLs for a site of a hundred pages) must end quickly: the
+# crawl reads at most this many sitemap entries per page it may fetch, and follows
+# sitemap indexes this deep (sitemaps.org allows no index inside an index; some nest one).
+SITEMAP_ENTRIES_PER_PAGE = 20
+MAX_SITEMAP_NESTING = 3
 TDMREP_MAX_BYTES = 1024 * 1024
 QUIET_SCOPE_RULES = ("off-domain", "scheme")  # not the site's URLs: neither counted nor recorded
 RESOLVED_MEMORY = 200_000
@@ -84,6 +93,7 @@ class SiteSpider(scrapy.Spider):
         spider.nosnippet = tuple(site.opt_out.nosnippet_selectors)
         spider.tdm_rules: dict[str, list[parsers.TdmRule]] = {}
         spider.sitemaps_seen: set[str] = set()
+        spider.sitemap_entries_left = SITEMAP_ENTRIES_PER_PAGE * site.crawl.max_pages
         spider.lastmods: dict[str, str] = {}   # normalised URL -> sitemap lastmod
         spider._resolved: dict[str, tuple[str, str | None]] = {}
         # Still one of these after the retries: the page is unavailable, not gone.
@@ -161,6 +171,10 @@ class SiteSpider(scrapy.Spider):
             return  # no tdmrep.json: the common case
         try:
             rules = parsers.parse_tdmrep(response.body)
+        except UntrustedJson as exc:  # too large or too deep: ignored, as a broken file is
+            self.inc(f"bad_input/tdmrep_{exc.reason}")
+            self.example("tdmrep", f"{origin}: {exc}")
+            return
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             self.inc("bad_input/tdmrep_broken")
             self.example("tdmrep", f"{origin}: {exc}")
@@ -194,9 +208,17 @@ class SiteSpider(scrapy.Spider):
                 found += list(sitemap_urls_from_robots(response.body, base_url=response.url))
         return found
 
-    async def walk_sitemap(self, url: str) -> AsyncIterator[tuple[str, str | None]]:
-        """(page URL, lastmod) of a sitemap, following sitemap indexes (each sitemap read once)."""
-        if url in self.sitemaps_seen or len(self.sitemaps_seen) >= MAX_SITEMAPS:
+    async def walk_sitemap(self, url: str, nesting: int = 0) -> AsyncIterator[tuple[str, str | None]]:
+        """(page URL, lastmod) of a sitemap, following sitemap indexes (each sitemap read once).
+
+        Bounded: at most ``SITEMAP_ENTRIES_PER_PAGE * max_pages`` entries in all,
+        ``MAX_SITEMAPS`` sitemaps and ``MAX_SITEMAP_NESTING`` levels of indexes;
+        a sitemap cut short is counted (``sitekb/sitemaps_truncated``).
+        """
+        if url in self.sitemaps_seen or self.sitemap_entries_left <= 0:
+            return
+        if len(self.sitemaps_seen) >= MAX_SITEMAPS or nesting > MAX_SITEMAP_NESTING:
+            self.inc("skipped/sitemap-limit")
             return
         self.sitemaps_seen.add(url)
         if self.scope.why_out(url) is not None:
@@ -230,10 +252,14 @@ class SiteSpider(scrapy.Spider):
             if not loc:
                 continue
             if sitemap.type == "sitemapindex":
-                async for out in self.walk_sitemap(loc):
+                async for out in self.walk_sitemap(loc, nesting + 1):
                     yield out
-            else:
+            elif self.sitemap_entries_left > 0:
+                self.sitemap_entries_left -= 1
                 yield loc, entry.get("lastmod")
+            else:  # the entry budget is spent: the rest of this sitemap is not read
+                self.inc("sitemaps_truncated")
+                break
 
     def read_sitemap(self, response: Response) -> Sitemap | None:
         body = response.body

@@ -121,12 +121,33 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _which_site(conn, given: str | None) -> str:
+    """The site a command is about: the one named, or the only site with a published snapshot.
+
+    Never a default name: on an install with several sites a bare `rollback`
+    would move the wrong alias.
+    """
+    from sitekb.errors import NotFound
+    from sitekb.store import knowledge
+
+    if given:
+        return given
+    published = sorted(row["site"] for row in knowledge.sites(conn) if row["aliases"])
+    if len(published) == 1:
+        return published[0]
+    if not published:
+        raise NotFound("no site has a published snapshot yet; `sitekb run SITE` builds one")
+    raise ConfigError(f"{len(published)} sites have published snapshots ({', '.join(published)}): "
+                      "say which with --site")
+
+
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb.store import snapshots
 
     with _connect(settings) as conn:
-        old, new = snapshots.rollback(conn, args.site, args.alias, reason=args.reason or "rollback")
-    print(f"rolled back {args.site}/{args.alias}: snapshot {old} -> {new}")
+        site = _which_site(conn, args.site)
+        old, new = snapshots.rollback(conn, site, args.alias, reason=args.reason or "rollback")
+    print(f"rolled back {site}/{args.alias}: snapshot {old} -> {new}")
     return 0
 
 
@@ -139,8 +160,14 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
                             language=args.language, published_after=args.published_after,
                             published_before=args.published_before)
     with _connect(settings) as conn:
+        if args.snapshot is not None and not args.site:
+            from sitekb.store import snapshots
+
+            site = snapshots.get(conn, args.snapshot).site
+        else:
+            site = _which_site(conn, args.site)
         # An operator may look into a pinned snapshot that is built but not published (a rejected one, say).
-        result = query.search(conn, settings, args.question, site=args.site, k=args.k, mode=args.mode,
+        result = query.search(conn, settings, args.question, site=site, k=args.k, mode=args.mode,
                               alias=args.alias, snapshot_id=args.snapshot, filters=filters,
                               unpublished=args.snapshot is not None)
     if args.json:
@@ -219,14 +246,14 @@ def register(sub) -> None:
     pub.set_defaults(func=cmd_publish)
 
     rb = sub.add_parser("rollback", help="move an alias back to its previous snapshot (atomic)")
-    rb.add_argument("--site", default="demo", help="site (default: demo)")
+    rb.add_argument("--site", help="the site (may be left out when only one site has a published snapshot)")
     rb.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to move back (default: {DEFAULT_ALIAS})")
     rb.add_argument("--reason", default="", help="why, for the history")
     rb.set_defaults(func=cmd_rollback)
 
     search = sub.add_parser("search", help="top passages with their source URLs from a published snapshot")
     search.add_argument("question", help="the question, in plain words")
-    search.add_argument("--site", default="demo", help="site (default: demo)")
+    search.add_argument("--site", help="the site (may be left out when only one site has a published snapshot)")
     search.add_argument("--k", type=int, default=5, help="how many passages (1-100)")
     search.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                         help=f"vector, keyword (full-text) or hybrid (both, fused by reciprocal rank); "

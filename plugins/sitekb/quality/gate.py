@@ -37,7 +37,29 @@ def data_docs_dir(site: SiteConfig, run_id: str, home: Path) -> Path | None:
     """<home>/data_docs/<site>/<run_id>/ (None when the site turned Data Docs off)."""
     if not site.quality.data_docs:
         return None
-    return home / "data_docs" / site.name / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    return home / "data_docs" / site.name / _folder_name(run_id)
+
+
+def _folder_name(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
+def prune_data_docs(site: SiteConfig, home: Path, keep_run_ids: set[str]) -> list[str]:
+    """Delete the Data Docs folders of the site's runs not in ``keep_run_ids``; return the folders deleted.
+
+    Each run's Data Docs take megabytes; they are kept as long as the run or its snapshot is.
+    """
+    import shutil
+
+    root = home / "data_docs" / site.name
+    if not root.is_dir():
+        return []
+    keep = {_folder_name(run_id) for run_id in keep_run_ids}
+    deleted = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in keep):
+        shutil.rmtree(folder, ignore_errors=True)
+        deleted.append(folder.name)
+    return deleted
 
 
 def document_rows(docs: list[Mapping], config: QualityConfig) -> list[dict]:

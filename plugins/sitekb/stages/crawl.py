@@ -4,7 +4,8 @@ Scrapy's reactor cannot restart inside a long-lived worker, so the spider runs
 as ``python -m sitekb_crawlers.run``, handed a job file (the site config, the
 run id, the database URL; readable by this user only, so the URL's password
 never shows in a process list). Before that, one plain request to the first
-start URL turns a dead site into a clear error instead of an empty crawl.
+start URL (to the address the crawler's private-address rule allows, no
+redirect followed) turns a dead site into a clear error instead of an empty crawl.
 After it, the run statistics are stored in ``sitekb.crawl_stats``; the
 crawler itself records every failed fetch in ``sitekb.fetch_failures``, which
 the quality gate counts as errors.
@@ -21,17 +22,19 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import http.client
 import json
 import logging
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
@@ -91,21 +94,79 @@ def full_recrawl_due(conn: psycopg.Connection, site: SiteConfig, now: datetime |
 
 
 def check_reachable(site: SiteConfig, timeout: float = 10) -> None:
-    """Raise CrawlFailed if the first start URL does not answer at all."""
+    """Raise CrawlFailed if the first start URL does not answer at all, or may not be fetched.
+
+    The same address rule as the crawler's: the host is resolved once, refused
+    if any address is private (unless ``crawl.allow_private_addresses``), and
+    the request goes to the address checked. Any HTTP answer, 3xx included,
+    means reachable: redirects are not followed here (the spider follows them
+    within scope), so this request cannot be sent anywhere else.
+    """
     url = site.start_urls[0]
-    request = urllib.request.Request(url, method="GET", headers={"User-Agent": site.crawl.identity})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read(1024)
-    except urllib.error.HTTPError:
-        return  # the server answered; the spider records the status
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+        address = _checked_address(site, url)
+        status = _first_answer(url, address, site.crawl.identity, timeout)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         raise CrawlFailed(
-            f"the start URL {url} of site {site.name!r} is unreachable ({reason}). "
+            f"the start URL {url} of site {site.name!r} is unreachable ({exc}). "
             "Check that the site is up and the URL is right (site config `start_urls` or --start-url); "
             "nothing was changed and the published snapshot stays live."
         ) from exc
+    log.info("start URL %s answered %s", url, status)
+
+
+def _checked_address(site: SiteConfig, url: str) -> tuple[str, int]:
+    """The address to connect to for ``url``; CrawlFailed for a private one when not allowed."""
+    from sitekb_crawlers.parsers import is_private_host  # the crawler's rule; lxml stays out of DAG parsing
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CrawlFailed(f"the start URL {url} of site {site.name!r} is not an http(s) URL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    private = sorted({info[4][0] for info in infos if is_private_host(info[4][0])})
+    if (private or is_private_host(parts.hostname)) and not site.crawl.allow_private_addresses:
+        raise CrawlFailed(
+            f"the start URL {url} of site {site.name!r} resolves to a private address "
+            f"({', '.join(private) or parts.hostname}); set crawl.allow_private_addresses: true only for "
+            "a site you run yourself (the demo, tests)."
+        )
+    return infos[0][4][0], port
+
+
+def _first_answer(url: str, address: tuple[str, int], agent: str, timeout: float) -> int:
+    """GET ``url`` from exactly ``address`` (no redirect followed); the status line's code."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https":
+        connection = _PinnedHTTPSConnection(host, address[1], timeout=timeout,
+                                            context=ssl.create_default_context())
+    else:
+        connection = _PinnedHTTPConnection(host, address[1], timeout=timeout)
+    connection.pinned = address[0]
+    try:
+        connection.request("GET", urlunsplit(("", "", parts.path or "/", parts.query, "")),
+                           headers={"User-Agent": agent, "Host": parts.netloc.rsplit("@", 1)[-1]})
+        response = connection.getresponse()
+        response.read(1024)
+        return response.status
+    finally:
+        connection.close()
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    pinned = ""
+
+    def connect(self):
+        self.sock = socket.create_connection((self.pinned, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    pinned = ""
+
+    def connect(self):
+        sock = socket.create_connection((self.pinned, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
 def die_with_parent() -> None:

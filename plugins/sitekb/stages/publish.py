@@ -20,6 +20,8 @@ from sitekb.store import chunks, documents, runs, snapshots
 
 
 def run(ctx: RunContext) -> StageResult:
+    from sitekb.quality.gate import prune_data_docs
+
     conn, site = ctx.conn, ctx.site
     alias = ctx.params.get("alias") or DEFAULT_ALIAS
     snap = snapshots.for_run(conn, ctx.run_id)
@@ -35,10 +37,12 @@ def run(ctx: RunContext) -> StageResult:
     # Staging rows of older runs are no longer needed once a snapshot holds them.
     chunks.drop_older_runs(conn, site.name, ctx.run_id)
     dropped = documents.drop_unneeded(conn, site.name, ctx.run_id, site.keep_snapshots)
+    docs_pruned = prune_data_docs(site, ctx.home, runs.worth_keeping(conn, site.name, site.keep_snapshots))
     return StageResult(
         counts={"snapshot_id": snap.snapshot_id, "alias": alias, "previous": previous,
-                "old_documents_dropped": dropped},
+                "old_documents_dropped": dropped, "data_docs_pruned": len(docs_pruned)},
         details={"retired": retired},
         summary=(f"{site.name}/{alias} -> snapshot {snap.snapshot_id} (was {previous or 'none'}); retention dropped "
-                 f"{', '.join(map(str, retired)) or 'nothing'}; {dropped} documents of old runs dropped"),
+                 f"{', '.join(map(str, retired)) or 'nothing'}; {dropped} documents of old runs dropped; "
+                 f"Data Docs of {len(docs_pruned)} old runs deleted"),
     )

@@ -11,7 +11,9 @@
   :mod:`~sitekb.store.fulltext` and :mod:`~sitekb.store.embeddings` the
   content-addressed caches and the embedding spend;
   :mod:`~sitekb.store.snapshots` snapshot records, aliases and retention;
-  :mod:`~sitekb.store.snapshot_tables` the snapshot tables themselves.
+  :mod:`~sitekb.store.snapshot_tables` the snapshot tables themselves;
+  :mod:`~sitekb.store.knowledge` the Airflow Knowledge view's reads;
+  :mod:`~sitekb.store.locks` the advisory locks writers take, with a bounded wait.
 
 Stages, CLI commands and the crawler call these functions; none of them
 writes SQL of its own. Reads that frontends make go through the SQL API

@@ -12,7 +12,6 @@ server under ``Settings.home`` (:mod:`sitekb.store.embedded`).
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -83,5 +82,7 @@ def server_version(conn: psycopg.Connection) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with any password hidden, for messages and logs."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL with any password hidden, for messages and logs (:func:`sitekb.redaction.redact`)."""
+    from sitekb.redaction import redact as redact_text
+
+    return redact_text(url)

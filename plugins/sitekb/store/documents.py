@@ -7,17 +7,25 @@ still quarantine some (:func:`quarantine_after_chunking`; run again, it first
 takes those back, :func:`undo_chunk_quarantine`). A quarantined
 document stays, with its reasons, never silently dropped. Publishing drops the
 documents of runs that retention no longer needs (:func:`drop_unneeded`).
+
+Extracted text comes from pages anyone writes: characters Postgres text cannot
+hold (NUL, lone surrogates) are removed as a document is written
+(:func:`sitekb.untrusted.storable`), and how many is logged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 import psycopg
 from psycopg.rows import dict_row
 
 from sitekb.store import chunks
+from sitekb.untrusted import storable_value
+
+log = logging.getLogger(__name__)
 
 _COLUMNS = ("run_id", "site", "url", "content_hash", "title", "description", "author", "published", "modified",
             "language", "canonical_url", "tags", "markdown", "word_count", "visible_words")
@@ -25,15 +33,21 @@ _COLUMNS = ("run_id", "site", "url", "content_hash", "title", "description", "au
 
 def replace_run(conn: psycopg.Connection, run_id: str, site: str, documents: Iterable) -> int:
     """Store the run's documents (``sitekb.extract.Document``), replacing any an earlier attempt wrote."""
-    count = 0
+    count = removed = 0
     with conn.transaction():
         conn.execute("DELETE FROM sitekb.documents WHERE run_id = %s", (run_id,))
         with conn.cursor().copy(f"COPY sitekb.documents ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
             for doc in documents:
-                copy.write_row((run_id, site, doc.url, doc.content_hash, doc.title, doc.description, doc.author,
-                                doc.published, doc.modified, doc.language, doc.canonical_url, list(doc.tags),
-                                doc.markdown, doc.word_count, doc.visible_words))
+                row, unstorable = storable_value([
+                    run_id, site, doc.url, doc.content_hash, doc.title, doc.description, doc.author, doc.published,
+                    doc.modified, doc.language, doc.canonical_url, list(doc.tags), doc.markdown, doc.word_count,
+                    doc.visible_words])
+                copy.write_row(row)
                 count += 1
+                removed += unstorable
+    if removed:
+        log.warning("removed %d characters Postgres cannot store (NUL, lone surrogates) from the documents of %s",
+                    removed, run_id)
     return count
 
 

@@ -2,7 +2,9 @@
 usable answer (``sitekb.fetch_failures``), and each crawl's statistics (``sitekb.crawl_stats``).
 
 An exclusion is recorded per run, URL and rule, so a content owner can ask
-which rule kept a page out in which run. A fetch failure is recorded per run
+which rule kept a page out in which run; the crawler records at most
+``SITEKB_MAX_EXCLUSIONS_PER_RULE`` (1000) URLs per run and rule and counts the
+rest in the crawl stats (``exclusions_unrecorded``). A fetch failure is recorded per run
 and URL with its kind (``connection_refused``, ``timeout``, ``http_503``, ...):
 the quality gate counts them as errors (:func:`sitekb.store.pages.run_totals`).
 Crawl statistics are one row per run (a retried crawl overwrites its row); the

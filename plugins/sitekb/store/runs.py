@@ -17,7 +17,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from sitekb.errors import NotFound, RunInProgress, SitekbError
+from sitekb.redaction import redact
 from sitekb.sites import SiteConfig
+from sitekb.store import locks
 
 
 @dataclass
@@ -46,7 +48,7 @@ def start(conn: psycopg.Connection, site: SiteConfig, run_id: str, params: dict,
     """
     taken_over: list[str] = []
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('sitekb.runs'), hashtext(%s))", (site.name,))
+        locks.hold(conn, f"starting a run of site {site.name!r}", "sitekb.runs", site.name)
         for other, other_params, started_at in conn.execute(
                 """SELECT run_id, params, started_at FROM sitekb.runs
                    WHERE site = %s AND status = 'running' AND run_id <> %s ORDER BY started_at""",
@@ -113,6 +115,17 @@ def find(conn: psycopg.Connection, run_id: str) -> Run | None:
         return None
 
 
+def worth_keeping(conn: psycopg.Connection, site: str, keep: int) -> set[str]:
+    """The site's newest ``keep`` runs and every run whose snapshot still has its table."""
+    rows = conn.execute(
+        """(SELECT run_id FROM sitekb.runs WHERE site = %s ORDER BY started_at DESC, run_id DESC LIMIT %s)
+           UNION
+           SELECT run_id FROM sitekb.snapshots WHERE site = %s AND table_name IS NOT NULL""",
+        (site, keep, site),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 def newest(conn: psycopg.Connection, site: str) -> str:
     """The id of the site's most recent run."""
     row = conn.execute("SELECT run_id FROM sitekb.runs WHERE site = %s ORDER BY started_at DESC, run_id DESC LIMIT 1",
@@ -148,7 +161,7 @@ def finish(conn: psycopg.Connection, run_id: str, status: str, error: str | None
     """End a run as succeeded or blocked (a failed gate)."""
     with conn.transaction():
         conn.execute("UPDATE sitekb.runs SET status = %s, error = %s, finished_at = now() WHERE run_id = %s",
-                     (status, error, run_id))
+                     (status, redact(error) if error else error, run_id))
 
 
 def fail(conn: psycopg.Connection, run_id: str, error: BaseException | str) -> None:
@@ -157,7 +170,7 @@ def fail(conn: psycopg.Connection, run_id: str, error: BaseException | str) -> N
         conn.execute(
             """UPDATE sitekb.runs SET status = 'failed', error = %s, finished_at = now()
                WHERE run_id = %s AND status = 'running'""",
-            (str(error)[:4000], run_id),
+            (redact(str(error))[:4000], run_id),
         )
 
 

@@ -47,8 +47,11 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from sitekb.store import locks
+
 log = logging.getLogger(__name__)
 
+MIGRATION_WAIT = "5min"
 LOCK = 0x5173_6B62  # "sitekb": any constant shared by all sitekb processes
 VECTOR_SCHEMA_TOKEN = "@extschema:vector@"
 _MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -99,7 +102,8 @@ def latest_version() -> int:
 def migrate(conn: psycopg.Connection) -> list[int]:
     """Bring the schema up to date; return the migration versions applied now. Idempotent."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
+        # Another process may be migrating right now: wait for it, but not forever.
+        locks.hold(conn, "migrating the sitekb schema", LOCK, wait=MIGRATION_WAIT)
         conn.execute(
             """CREATE TABLE IF NOT EXISTS public.sitekb_schema_migrations (
                    version integer PRIMARY KEY,

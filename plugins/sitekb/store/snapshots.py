@@ -33,7 +33,7 @@ from psycopg.rows import class_row, dict_row
 
 from sitekb.errors import ConfigError, NotFound, SitekbError
 from sitekb.passages import DEFAULT_ALIAS
-from sitekb.store import snapshot_tables
+from sitekb.store import locks, snapshot_tables
 
 STATES = ("building", "validated", "published", "rejected", "retired")
 # Readers hold ACCESS SHARE locks; retention gives up on a busy table rather than
@@ -187,7 +187,7 @@ def _json(value) -> str | None:
 
 def _lock_site(conn: psycopg.Connection, site: str) -> None:
     """Serialise alias moves and retention of one site (released at the end of the transaction)."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtext('sitekb.aliases'), hashtext(%s))", (site,))
+    locks.hold(conn, f"moving an alias of site {site!r}", "sitekb.aliases", site)
 
 
 # -- aliases --------------------------------------------------------------

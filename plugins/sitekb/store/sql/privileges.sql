@@ -31,5 +31,17 @@ BEGIN
     GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA sitekb_api TO sitekb_reader;
     -- The vector type is needed to pass a query embedding.
     GRANT USAGE ON SCHEMA @extschema:vector@ TO sitekb_reader;
+    -- A frontend (or whoever holds its password) cannot exhaust the server: bounded connections, no
+    -- query longer than a search needs, no waiting on a lock, no idle transaction pinning old rows.
+    BEGIN
+        ALTER ROLE sitekb_reader CONNECTION LIMIT 64;
+        ALTER ROLE sitekb_reader SET statement_timeout = '15s';
+        ALTER ROLE sitekb_reader SET lock_timeout = '1s';
+        ALTER ROLE sitekb_reader SET idle_in_transaction_session_timeout = '60s';
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE WARNING 'sitekb: cannot set the limits of role sitekb_reader (needs CREATEROLE). Ask a DBA to run '
+                      '"ALTER ROLE sitekb_reader CONNECTION LIMIT 64" and to set its statement_timeout 15s, '
+                      'lock_timeout 1s and idle_in_transaction_session_timeout 60s';
+    END;
 END
 $do$;

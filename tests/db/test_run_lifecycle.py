@@ -1,4 +1,6 @@
-"""One run of a site at a time: a second run is stopped with the first one named, unless the first is dead.
+"""A run's life beyond its stages: one run of a site at a time, dead runs cleaned up, old Data Docs pruned.
+
+A second run of a site is stopped with the first one named, unless the first is dead.
 
 "Dead" is decided where it can be known: a process on this host that no longer
 exists (or whose pid now names another process), or, for the site's DAG, a
@@ -107,3 +109,39 @@ def test_take_over_marks_a_run_held_elsewhere_failed(conn, settings, demo_config
     engine.start(conn, settings, demo_config, "here", {}, gone=engine.declare_gone)
     assert "taken over on request (process 4242 on another-machine)" in _status(conn, "elsewhere")[1]
     assert runs.load(conn, "here").status == "running"
+
+
+def test_data_docs_are_kept_only_for_the_runs_and_snapshots_that_are_kept(conn, settings, demo_config, tmp_path):
+    from sitekb.quality.gate import data_docs_dir, prune_data_docs
+
+    kept = make_snapshot(conn, "demo", random_pages("demo"), publish_as="production")
+    for n in range(4):
+        engine.start(conn, settings, demo_config, f"demo__run_{n}", {})
+        runs.finish(conn, f"demo__run_{n}", "succeeded")
+    ids = [kept.run_id] + [f"demo__run_{n}" for n in range(4)]
+    for run_id in ids:
+        folder = data_docs_dir(demo_config, run_id, tmp_path)
+        folder.mkdir(parents=True)
+        (folder / "index.html").write_text("<html></html>")
+    keep = runs.worth_keeping(conn, "demo", 2)
+    assert keep == {kept.run_id, "demo__run_3", "demo__run_2"}
+    deleted = prune_data_docs(demo_config, tmp_path, keep)
+    assert sorted(deleted) == ["demo__run_0", "demo__run_1"]
+    assert sorted(p.name for p in (tmp_path / "data_docs" / "demo").iterdir()) == \
+        sorted(data_docs_dir(demo_config, r, tmp_path).name for r in keep)
+
+
+def test_a_run_error_and_the_cli_error_line_are_redacted(database_url, conn, capsys, monkeypatch):
+    from sitekb.cli import main
+    from sitekb.sites import site_from_dict
+    from sitekb.store import runs
+
+    site = site_from_dict({"name": "r", "start_urls": ["https://r.example/"],
+                           "crawl": {"contact_url": "https://ops.example/bot"}})
+    runs.start(conn, site, "r1", {}, {})
+    runs.fail(conn, "r1", RuntimeError("embedding server https://u:topsecret@e.example/v1 is down"))
+    assert "topsecret" not in conn.execute("SELECT error FROM sitekb.runs WHERE run_id = 'r1'").fetchone()[0]
+    monkeypatch.setenv("SITEKB_DATABASE_URL", "postgresql://kb:topsecret@127.0.0.1:1/none")
+    assert main(["snapshots", "list"]) == 3
+    err = capsys.readouterr().err
+    assert "topsecret" not in err and "127.0.0.1:1" in err
