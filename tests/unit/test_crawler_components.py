@@ -362,3 +362,25 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_the_crawl_stage_starts_its_crawler_so_that_it_dies_with_it(monkeypatch):
+    """The wiring of the test above: the crawl stage's subprocess is started with die_with_parent."""
+    import subprocess
+
+    from sitekb.sites import site_from_dict
+    from sitekb.stages import crawl as crawl_stage
+
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(kwargs)
+        return subprocess.CompletedProcess(command, 1, "", "stopped by the test")
+
+    monkeypatch.setattr(crawl_stage, "check_reachable", lambda site: None)
+    monkeypatch.setattr(crawl_stage.subprocess, "run", fake_run)
+    site = site_from_dict({"name": "w", "start_urls": ["https://w.example/"],
+                           "crawl": {"contact_url": "https://ops.example/bot"}})
+    with pytest.raises(crawl_stage.CrawlFailed, match="stopped by the test"):
+        crawl_stage.crawl(site, "w-run", "postgresql://x@127.0.0.1:1/x")
+    assert seen["preexec_fn"] is crawl_stage.die_with_parent
