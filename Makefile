@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 .PHONY: install run test test-distributed bench bench-peers serve airflow db-start db-stop clean help
 
 help:
-	@echo "make run    - set up, run the sitekb_refresh DAG on the demo site, print the snapshot and a search"
+	@echo "make run    - set up, run the demo site's DAG (sitekb_demo) in Airflow, print the snapshot and a search"
 	@echo "make test   - set up and run the whole test suite"
 	@echo "make test-distributed - only the CeleryExecutor test: Redis, two Celery workers, mapped embed tasks"
 	@echo "make bench  - run the benchmarks (tests/benchmarks), results in bench-results/"

@@ -14,7 +14,13 @@ passages without any model.
 The server counts requests, inputs and tokens, and can be told how to answer
 the next requests: ``429`` (with ``Retry-After``), ``500``, ``slow`` (answer
 after a delay), ``malformed`` (a 200 whose body is not a valid embeddings
-response) or ``stall`` (hold the request until the server stops). Use::
+response), ``wrong_count`` (one vector too few), ``wrong_dimensions`` (vectors
+one element too long), ``nan`` (vectors holding NaN), ``stall`` (hold the
+request until the server stops) or ``hold`` (hold the request until
+:meth:`FakeOpenAI.release`, then answer normally; :attr:`FakeOpenAI.holding`
+is set while one waits, so a test can act in the middle of a request).
+:meth:`FakeOpenAI.always` answers every request without a queued behaviour
+with one (a server that keeps failing). Use::
 
     with FakeOpenAI() as server:
         server.queue("429", retry_after=0.2)
@@ -55,7 +61,7 @@ MAX_REQUEST_TOKENS = 300_000
 MAX_INPUT_TOKENS = 8191
 NATIVE_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 DEFAULT_DIMENSIONS = 1536
-BEHAVIOURS = ("ok", "429", "500", "slow", "malformed", "wrong_count", "stall")
+BEHAVIOURS = ("ok", "429", "500", "slow", "malformed", "wrong_count", "wrong_dimensions", "nan", "stall", "hold")
 
 _WORD = re.compile(r"\w+")
 
@@ -115,7 +121,10 @@ class FakeOpenAI:
         self.stats = Stats()
         self._lock = threading.Lock()
         self._queue: deque[tuple[str, dict]] = deque()
+        self._always: tuple[str, dict] = ("ok", {})
         self._stopping = threading.Event()
+        self.holding = threading.Event()     # set while a "hold" request waits for release()
+        self._released = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._tokenizer = None
@@ -137,17 +146,36 @@ class FakeOpenAI:
     def queue(self, behaviour: str, count: int = 1, *, retry_after: float | None = 1.0, delay: float = 1.0,
               body: bytes | None = None) -> None:
         """Answer the next `count` requests (after those already queued) with `behaviour`."""
-        if behaviour not in BEHAVIOURS:
-            raise ValueError(f"unknown behaviour {behaviour!r}; use one of {BEHAVIOURS}")
+        options = self._options(behaviour, retry_after, delay, body)
         with self._lock:
             for _ in range(count):
-                self._queue.append((behaviour, {"retry_after": retry_after, "delay": delay, "body": body}))
+                self._queue.append((behaviour, options))
+
+    def always(self, behaviour: str, *, retry_after: float | None = 1.0, delay: float = 1.0,
+               body: bytes | None = None) -> None:
+        """Answer every request that finds the queue empty with `behaviour` (until reset or ``always("ok")``)."""
+        options = self._options(behaviour, retry_after, delay, body)
+        with self._lock:
+            self._always = (behaviour, options)
+
+    def release(self) -> None:
+        """Let the requests held by ``hold`` (and later ones) answer."""
+        self._released.set()
+
+    @staticmethod
+    def _options(behaviour: str, retry_after: float | None, delay: float, body: bytes | None) -> dict:
+        if behaviour not in BEHAVIOURS:
+            raise ValueError(f"unknown behaviour {behaviour!r}; use one of {BEHAVIOURS}")
+        return {"retry_after": retry_after, "delay": delay, "body": body}
 
     def reset(self) -> None:
         """Forget counts and queued behaviours."""
         with self._lock:
             self.stats = Stats()
             self._queue.clear()
+            self._always = ("ok", {})
+            self.holding.clear()
+            self._released.clear()
             self.files.clear()
             self.batches.clear()
             self.batch_polls = 1
@@ -184,12 +212,12 @@ class FakeOpenAI:
     def _next_behaviour(self) -> tuple[str, dict]:
         with self._lock:
             self.stats.requests += 1
-            return self._queue.popleft() if self._queue else ("ok", {})
+            return self._queue.popleft() if self._queue else self._always
 
     def _record(self, request: Request, texts: list[str] | None = None) -> None:
         with self._lock:
             self.stats.log.append(request)
-            if request.status == 200 and request.behaviour in ("ok", "slow"):
+            if request.status == 200 and request.behaviour in ("ok", "slow", "hold"):
                 self.stats.ok_requests += 1
                 self.stats.inputs += request.inputs
                 self.stats.tokens += request.tokens
@@ -218,6 +246,11 @@ class FakeOpenAI:
         if behaviour == "slow":
             if self._stopping.wait(options["delay"]):
                 return 503, {}, _error("server stopping", "server_error"), meta
+        if behaviour == "hold":
+            self.holding.set()
+            while not self._released.wait(0.05):
+                if self._stopping.is_set():
+                    return 503, {}, _error("server stopping", "server_error"), meta
         if behaviour == "malformed":
             return 200, {}, options.get("body") or b'{"object": "list", "data": [{"embedding": [0.1, ', meta
         try:
@@ -254,6 +287,10 @@ class FakeOpenAI:
         data = []
         for index, text in enumerate(inputs):
             vector = fake_vector(text, dims, model)
+            if behaviour == "wrong_dimensions":
+                vector = np.append(vector, np.float32(0.0))
+            elif behaviour == "nan":
+                vector = np.full(dims, np.nan, dtype=np.float32)
             embedding = base64.b64encode(vector.astype("<f4").tobytes()).decode() if as_base64 else vector.tolist()
             data.append({"object": "embedding", "index": index, "embedding": embedding})
         if behaviour == "wrong_count":

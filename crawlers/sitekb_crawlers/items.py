@@ -1,4 +1,4 @@
-"""Items the spider yields: a fetched page, an exclusion with its reason, or a fetch that failed."""
+"""Items the spider yields: a fetched page, an exclusion with its reason (or one taken back), or a fetch that failed."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ class ExclusionItem:
     # The owner withdrew consent (robots.txt, opt-out): stored content of the
     # URL is erased, not just left out of this run.
     purge: bool = False
+    # May still be taken back in this crawl (a max-depth refusal, until the URL is
+    # reached at an allowed depth): written when the crawl ends, unless voided.
+    provisional: bool = False
+
+
+@dataclass
+class VoidedExclusion:
+    """A provisional exclusion that no longer holds: the URL was reached at an allowed depth."""
+
+    url: str
+    rule: str
 
 
 @dataclass

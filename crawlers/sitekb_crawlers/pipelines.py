@@ -22,6 +22,11 @@ The exclusion ledger is bounded: per run and rule the first
 them all), so a flood of refused URLs cannot write a million rows. A withdrawal of
 consent past the bound still erases the URL's stored content.
 
+A *provisional* exclusion (``max-depth``: the URL may yet be reached at an allowed
+depth by a shorter path) is held, not written, until the spider closes; a
+:class:`VoidedExclusion` for it drops it, so the ledger of a run holds only the
+URLs still beyond the limit when the crawl ended (the ledger has no deletes).
+
 Settings read: SITEKB_DATABASE_URL, SITEKB_RUN_ID, SITEKB_SITE_NAME, SITEKB_WRITE_BATCH,
 SITEKB_MAX_EXCLUSIONS_PER_RULE.
 """
@@ -41,7 +46,7 @@ from twisted.internet.threads import deferToThread
 from sitekb import store
 from sitekb.store import ledger, pages
 from sitekb.untrusted import storable_value
-from sitekb_crawlers.items import ExclusionItem, FailureItem, PageItem
+from sitekb_crawlers.items import ExclusionItem, FailureItem, PageItem, VoidedExclusion
 
 MAX_EXCLUSIONS_PER_RULE = 1000
 
@@ -57,6 +62,10 @@ class PostgresPipeline:
         self.run_id = run_id
         self.batch_size = batch_size
         self.buffer: list = []
+        # (url, rule) -> entry of provisional exclusions, written at close; and the ones voided
+        # (a void can overtake its exclusion: items of different responses run concurrently).
+        self.provisional: dict[tuple[str, str], ExclusionItem] = {}
+        self.voided: set[tuple[str, str]] = set()
         self.lock = threading.Lock()
         self.conn: psycopg.Connection | None = None
 
@@ -76,7 +85,8 @@ class PostgresPipeline:
         self.conn = store.connect(self.database_url)
 
     async def close_spider(self, spider=None):
-        batch, self.buffer = self.buffer, []
+        batch, self.buffer = [*self.buffer, *self.provisional.values()], []
+        self.provisional = {}
         try:
             await maybe_deferred_to_future(deferToThread(self._write, batch))
         except Exception as exc:  # noqa: BLE001 - recorded; run_crawl turns it into CrawlFailed
@@ -86,10 +96,15 @@ class PostgresPipeline:
                 self.conn.close()
 
     async def process_item(self, item, spider=None):
+        if isinstance(item, VoidedExclusion):
+            self._void(item)
+            return item
         if not isinstance(item, (PageItem, ExclusionItem, FailureItem)):
             return item
         entry = self._storable(item)
         if isinstance(item, ExclusionItem):
+            if item.provisional and (item.url, item.rule) in self.voided:
+                return item
             self.exclusions_by_rule[item.rule] += 1
             if self.exclusions_by_rule[item.rule] > self.max_exclusions_per_rule:
                 self._inc("exclusions_unrecorded")
@@ -97,6 +112,9 @@ class PostgresPipeline:
                     return item
                 # No ledger row, but a withdrawal of consent still erases what is stored.
                 entry = pages.Withdrawn(entry.url, entry.rule)
+            elif item.provisional:
+                self.provisional[(item.url, item.rule)] = entry
+                return item
         self.buffer.append(entry)
         if len(self.buffer) < self.batch_size:
             return item
@@ -110,6 +128,13 @@ class PostgresPipeline:
                 deferred_from_coro(self.crawler.engine.close_spider_async(reason="db_write_failed"))
             raise
         return item
+
+    def _void(self, item: VoidedExclusion) -> None:
+        """Drop a held provisional exclusion (its URL was admitted after all)."""
+        key = (item.url, item.rule)
+        self.voided.add(key)
+        if self.provisional.pop(key, None) is not None:
+            self.exclusions_by_rule[item.rule] -= 1   # its place in the ledger's bound is free again
 
     def _inc(self, key: str, count: int = 1) -> None:
         if self.crawler is not None:

@@ -47,6 +47,8 @@ def summarise(stats: dict, seconds: float) -> dict:
         if len(parts) == 2:
             out[parts[1]] = value
         elif parts[1] in GROUPS:
+            if value == 0 and parts[1] in ("excluded", "skipped"):
+                continue  # counted, then taken back (a max-depth refusal voided by a shorter path)
             out[parts[1]][parts[2]] = value
     out["requests"] = stats.get("downloader/request_count", 0)
     out["responses"] = stats.get("downloader/response_count", 0)

@@ -1,5 +1,6 @@
 -- The read-only role the query API (`sitekb serve` in docker-compose.yml)
--- connects as. sitekb's migrations create it without a password and grant it
+-- connects as, and the only database credentials that service holds (the
+-- sitekb-migrate service migrates as the owner before it starts). sitekb's migrations create it without a password and grant it
 -- the sitekb_api schema only (plugins/sitekb/store/sql/privileges.sql); created
 -- here first, with the same attributes, it also gets a password so it can log
 -- in over the compose network. Postgres publishes no host port. Run once, like

@@ -27,7 +27,13 @@ other than the loopback names, the bound address and ``Settings.allowed_hosts``
 is refused with 400 (DNS rebinding).
 
 Routes are the module-level functions below; :func:`create_app` only wires
-them to a connection pool, the settings and the keys.
+them to a connection pool, the settings, the keys and a cache of question
+vectors. The pool checks a connection before lending it, so the first request
+after a database restart gets a fresh one, not the dead one it held. A search
+borrows a connection only for its short SQL calls: never while its question is
+embedded (a slow embedding server, the local model loading), so a burst of new
+questions cannot leave the other requests without a connection. A question
+asked again is answered with its cached vector (:class:`sitekb.query.QuestionCache`).
 
 Settings read (passed in): ``Settings.api_keys``, ``Settings.allowed_hosts``, ``Settings.api_database_url``
 (e.g. a URL of the sitekb_reader role; default the database URL every command
@@ -278,12 +284,19 @@ def get_snapshot(snapshot_id: Annotated[BigInt, Path()], conn: PooledConnection)
 
 @protected.post("/search", response_model=SearchResponse, tags=["search"],
                 summary="Top-k passages with citations for a question")
-def search(body: SearchRequest, request: Request, conn: PooledConnection) -> SearchResponse:
+def search(body: SearchRequest, request: Request) -> SearchResponse:
+    # No connection for the length of the request: query.search borrows one to resolve the
+    # snapshot and one to rank, and holds none while the question is embedded.
+    lend = request.app.state.pool.connection
     alias = None if body.snapshot else (body.alias or DEFAULT_ALIAS)
-    # A pinned snapshot names its site; otherwise the only published site may be implied.
-    site = body.site or (None if body.snapshot else query.only_site(conn, alias))
-    result = query.search(conn, request.app.state.settings, body.query, site=site, k=body.k, mode=body.mode,
-                          alias=alias, snapshot_id=body.snapshot, filters=body.filters.to_query())
+    site = body.site
+    if site is None and not body.snapshot:
+        # A pinned snapshot names its site; otherwise the only published site may be implied.
+        with lend() as conn:
+            site = query.only_site(conn, alias)
+    result = query.search(lend, request.app.state.settings, body.query, site=site, k=body.k, mode=body.mode,
+                          alias=alias, snapshot_id=body.snapshot, filters=body.filters.to_query(),
+                          cache=request.app.state.question_cache)
     return SearchResponse(**result.as_dict())
 
 
@@ -295,7 +308,8 @@ def _problem(status: int):
     return handler
 
 
-def _database_down(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    # A lost connection (OperationalError) or none to be had in time (PoolTimeout).
     return JSONResponse({"detail": "the database is not reachable; see GET /readyz"}, 503)
 
 
@@ -375,15 +389,19 @@ class SecurityHeaders:
 # -- the app ----------------------------------------------------------------
 
 def create_app(settings: Settings, *, database_url: str | None = None, api_keys: Sequence[str] | None = None,
-               pool_size: int = 4, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+               pool_size: int = 4, allowed_hosts: Sequence[str] | None = None,
+               question_cache_size: int = 1024) -> FastAPI:
     """The API app over ``database_url`` (default: ``settings.api_database_url``, else the usual database).
 
     ``allowed_hosts`` (default ``settings.allowed_hosts``): the Host names served; none given,
-    the bound address and the loopback names.
+    the bound address and the loopback names. ``question_cache_size``: how many question
+    vectors are kept (least recently asked go first).
     """
     url = database_url or settings.api_database_url or store.database_url(settings)
+    # check: a connection is tried (an empty statement) before it is lent; one the server dropped
+    # (a restart, a failover, an idle timeout) is replaced instead of failing the request.
     pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True},
-                          configure=register_vector, timeout=10)
+                          configure=register_vector, check=ConnectionPool.check_connection, timeout=10)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -401,6 +419,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, api_keys:
     )
     app.state.pool = pool
     app.state.settings = settings
+    app.state.question_cache = query.QuestionCache(question_cache_size)
     # A blank key (`--api-key ""`) would let an empty X-API-Key header in: blanks are dropped.
     app.state.api_keys = [k.strip() for k in (settings.api_keys if api_keys is None else api_keys)
                           if k and k.strip()]
@@ -411,6 +430,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, api_keys:
     app.add_exception_handler(EmbeddingUnavailable, _embedding_down)
     app.add_exception_handler(TransientError, _embedding_down)
     app.add_exception_handler(psycopg.OperationalError, _database_down)
+    app.add_exception_handler(PoolTimeout, _database_down)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_middleware(SecurityHeaders,
                        allowed_hosts=tuple(settings.allowed_hosts if allowed_hosts is None else allowed_hosts))

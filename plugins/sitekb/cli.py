@@ -1,9 +1,12 @@
 """The `sitekb` command line.
 
 Every command prints what a person needs and, with ``--json``, what a program
-needs. A terminal error prints one message naming the problem and what to do,
-and exits non-zero (the exit code tells the kind: 2 config, 3 database,
-4 crawl, 5 quality gate, 6 budget, 7 not found, 8 query embedding).
+needs. An error prints one line, ``sitekb: error: ...``, naming the problem
+(and the run and stage it stopped, for a run) and what to do, never a
+traceback or a secret, and exits non-zero; the exit code tells the kind:
+1 other, 2 config, 3 database (also a connection lost in the middle of a
+command), 4 crawl, 5 quality gate, 6 budget, 7 not found, 8 query embedding,
+9 run in progress, 10 the run's embedding server failed (see :mod:`sitekb.errors`).
 
 This is an entry point: settings are resolved here once (command-line options
 > environment > the site's YAML file > built-in defaults) and passed to every
@@ -25,7 +28,7 @@ from contextlib import contextmanager
 from sitekb import __version__
 from sitekb.commands import connect
 from sitekb.commands import print_json as _print_json
-from sitekb.errors import ConfigError, SitekbError, TransientError
+from sitekb.errors import ConfigError, SitekbError, TransientError, database_lost
 from sitekb.redaction import redact
 from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MODES
 from sitekb.settings import PROCESS_ENVIRONMENT, Settings
@@ -203,11 +206,22 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 # -- parser -----------------------------------------------------------------
 
+USAGE_EXIT = 64   # sysexits' EX_USAGE: the command line is wrong (2 means the configuration is)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its own exit code for a wrong command line (argparse's 2 is sitekb's config error)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sitekb.commands import crawl, embeddings, quality, snapshots
     from sitekb.stages import NAMES
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sitekb", description="Turn a website into versioned, queryable knowledge snapshots for chatbots.",
     )
     parser.add_argument("--version", action="version", version=f"sitekb {__version__}")
@@ -309,14 +323,34 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         return args.func(args, settings)
     except SitekbError as exc:
-        print(f"sitekb: error: {redact(str(exc))}", file=sys.stderr)
+        _print_error(exc)
         return exc.exit_code
     except TransientError as exc:
-        print(f"sitekb: error: {redact(str(exc))} (a temporary failure: try again later)", file=sys.stderr)
-        return 1
+        _print_error(exc, "a temporary failure: try again later")
+        return exc.exit_code
     except KeyboardInterrupt:
         print("sitekb: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A connection lost outside a run's stages (the engine words those itself): one line, exit 3.
+        psycopg = sys.modules.get("psycopg")
+        if psycopg is None or not isinstance(exc, psycopg.OperationalError):
+            raise
+        lost = database_lost(exc, "", ". Is the database running? `sitekb db status` checks the embedded one; "
+                                      "for an external server check SITEKB_DATABASE_URL")
+        _print_error(lost)
+        return lost.exit_code
+
+
+def _print_error(exc: SitekbError | TransientError, note: str = "") -> None:
+    """The one line of an error: its message, the run and stage it stopped, the note, with no secret."""
+    where = f"run {exc.run_id}, stage {exc.stage}" if exc.run_id and exc.stage else ""
+    extra = "; ".join(part for part in (where, note) if part)
+    message = ""
+    for line in filter(None, (line.strip() for line in str(exc).splitlines())):  # a list of problems, one line
+        message += (" " if not message or message.endswith(":") else "; ") + line
+    message = message.strip()
+    print(f"sitekb: error: {redact(message)}" + (f" ({redact(extra)})" if extra else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":

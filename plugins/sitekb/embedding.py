@@ -95,12 +95,30 @@ def get_embedder(provider: str, model: str | None, dimensions: int | None = None
         native = MODEL_SPECS[LOCAL_DEFAULT_MODEL].dimensions
         if dimensions not in (None, native):
             raise ConfigError(f"the local model has {native} dimensions; remove embedding.dimensions={dimensions}")
-        return LocalEmbedder(model or LOCAL_DEFAULT_MODEL, batch_size=batch_size or LOCAL_BATCH_SIZE)
+        return LocalEmbedder(model or LOCAL_DEFAULT_MODEL, batch_size=batch_size or LOCAL_BATCH_SIZE,
+                             **local_runtime_options(settings))
     if provider == "openai":
         if batch_size:
             options["batch_size"] = batch_size
         return OpenAIEmbedder(settings, model or OPENAI_DEFAULT_MODEL, dimensions, **options)
     raise ConfigError(f"unknown embedding provider {provider!r}: use 'local' or 'openai'")
+
+
+def local_runtime_options(settings: Settings | None, *, questions: bool = False) -> dict:
+    """How the local model runs (``SITEKB_LOCAL_RUNTIME``).
+
+    ``auto`` (the default) embeds questions on ONNX Runtime (it loads in ~0.2 s
+    against ~6 s for torch, so a fresh ``sitekb serve`` answers at once) and
+    bulk text on torch, which measured faster than fp32 ONNX on this project's
+    2-core machine (bench-results/local_runtime.json). The converted model is
+    cached in the user's cache folder (``~/.cache/sitekb/models``), shared by
+    every sitekb home: its file name carries the hash of the model files and
+    the runtime versions.
+    """
+    runtime = settings.local_runtime if settings is not None else "auto"
+    if runtime == "auto" and not questions:
+        runtime = "torch"
+    return {"runtime": runtime}
 
 
 def embedder_for_site(emb: "EmbeddingSettings", settings: Settings) -> Embedder:
@@ -194,17 +212,23 @@ def embedder_for_run(emb: "EmbeddingSettings", choice: EmbedderChoice, settings:
 
 
 @functools.lru_cache(maxsize=8)
-def _query_embedder(provider: str, model: str, dimensions: int, api_key: str | None, base_url: str | None):
+def _query_embedder(provider: str, model: str, dimensions: int, api_key: str | None, base_url: str | None,
+                    local_options: tuple = ()):
     if provider != "openai":
-        return get_embedder(provider, model)
+        return LocalEmbedder(model, batch_size=LOCAL_BATCH_SIZE, **dict(local_options))
     return get_embedder(provider, model, dimensions, api_key=api_key, base_url=base_url)
 
 
 def query_embedder(provider: str, model: str, dimensions: int, settings: Settings, *, base_url: str | None = None,
                    api_key_env: str | None = None) -> Embedder:
     """The embedder of questions asked of a snapshot: its model, resolved as when it was built (cached)."""
-    api_key, server = openai_endpoint(settings, api_key_env, base_url) if provider == "openai" else (None, None)
-    return _query_embedder(provider, model, dimensions, api_key, server)
+    if provider == "openai":
+        api_key, server = openai_endpoint(settings, api_key_env, base_url)
+        return _query_embedder(provider, model, dimensions, api_key, server)
+    if provider != "local":
+        raise ConfigError(f"unknown embedding provider {provider!r}: use 'local' or 'openai'")
+    return _query_embedder(provider, model, dimensions, None, None,
+                           tuple(sorted(local_runtime_options(settings, questions=True).items())))
 
 
 def openai_endpoint(settings: Settings, api_key_env: str | None, base_url: str | None) -> tuple[str | None, str | None]:

@@ -11,6 +11,15 @@ under ``sitekb.runs.stages`` and logs what it did; a stage that stops the run
 Which errors end a run is the caller's choice: the local engine fails the run
 on any error; the Airflow corner fails it on terminal errors and leaves
 transient ones to Airflow's retries.
+
+A database connection lost in the middle of a stage (``psycopg.OperationalError``
+from anywhere below, with the connection broken) becomes one
+:class:`~sitekb.errors.DatabaseUnavailable` here, in the local driver, and
+nowhere else: under Airflow the same loss stays an ordinary failure that the
+task's retries handle. The run is marked failed over a new connection if the
+database is back already; if not, it stays marked running, and the site's next
+start finds its process gone (:func:`process_gone`), marks it failed and
+cleans up after it.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import psycopg
 
 from sitekb import stages, store
 from sitekb.embedding import choose
-from sitekb.errors import SitekbError
+from sitekb.errors import DatabaseUnavailable, SitekbError, TransientError, database_lost
 from sitekb.passages import DEFAULT_ALIAS
 from sitekb.settings import Settings
 from sitekb.sites import SiteConfig
@@ -113,6 +122,9 @@ def execute(stage: Stage, ctx: RunContext) -> StageResult:
     started = time.monotonic()
     result = stage.run(ctx)
     seconds = round(time.monotonic() - started, 3)
+    if result.replayed:   # a finished run: the stage did nothing, and its record stays as it was
+        log.info("[%s] %s", stage.name, result.summary)
+        return result
     runs.record_stage(ctx.conn, ctx.run_id, stage.name, {**result.record(), "seconds": seconds})
     log.info("[%s] %s (%.2fs)", stage.name, result.summary or "done", seconds)
     if result.stop is not None:
@@ -213,15 +225,52 @@ def _database(settings: Settings) -> Iterator[tuple[str, psycopg.Connection]]:
 
 
 def _run_plan(ctx: RunContext, plan: Iterable[Stage]) -> dict[str, StageResult]:
-    """Execute ``plan`` in order; any error fails the run (a run the gate blocked stays blocked)."""
+    """Execute ``plan`` in order; any error fails the run (a run the gate blocked stays blocked).
+
+    The error raised names the run and the stage (``run_id``, ``stage``); a lost
+    database connection is raised as one DatabaseUnavailable (:func:`_database_lost`).
+    """
     results = {}
+    stage_name = None
     try:
         for stage in plan:
+            stage_name = stage.name
             results[stage.name] = execute(stage, ctx)
     except BaseException as exc:
-        runs.fail(ctx.conn, ctx.run_id, exc)
+        lost = _fail(ctx, exc)
+        if lost is not None and isinstance(exc, Exception):
+            # The database went away (a stage may have met it first and said so in its own words).
+            cause = exc if isinstance(exc, psycopg.OperationalError) else lost
+            raise _database_lost(ctx, stage_name, cause) from exc
+        if isinstance(exc, (SitekbError, TransientError)) and exc.run_id is None:
+            exc.run_id, exc.stage = ctx.run_id, stage_name
         raise
     return results
+
+
+def _fail(ctx: RunContext, exc: BaseException) -> psycopg.OperationalError | None:
+    """Mark the run failed; return the error of a lost connection that kept it from being marked."""
+    try:
+        runs.fail(ctx.conn, ctx.run_id, exc)
+    except psycopg.OperationalError as lost:
+        if not (ctx.conn.broken or ctx.conn.closed):
+            raise
+        return lost
+    return None
+
+
+def _database_lost(ctx: RunContext, stage: str | None, exc: BaseException) -> DatabaseUnavailable:
+    """The one error of a connection lost mid-run; the run is marked failed now if the database is back."""
+    where = f" in stage {stage} of run {ctx.run_id}" if stage else f" during run {ctx.run_id}"
+    unpublished = "" if stage == "publish" else "; nothing was published"
+    try:
+        with store.connection(ctx.database_url) as conn:
+            runs.fail(conn, ctx.run_id, database_lost(exc, where))
+        then = f"{unpublished}; the run is marked failed"
+    except (DatabaseUnavailable, psycopg.Error):
+        then = (f"{unpublished}. Once the database is back, the site's next run marks this one failed and "
+                "cleans up after it")
+    return database_lost(exc, where, then)
 
 
 def _prewarm(ctx: RunContext) -> None:

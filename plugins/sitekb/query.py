@@ -7,6 +7,15 @@ current site config says, so an old snapshot stays queryable after a model
 change) and ranks it with the same SQL function a frontend calls over SQL.
 What the gate tests is what frontends get.
 
+:func:`search` takes a connection, or a function that lends one for a
+with-block (a pool's ``connection``): lent, a connection is held for the two
+short SQL calls only (resolve the snapshot, then rank), never while the
+question is embedded, so a slow embedding server or a model that is still
+loading cannot drain the API's pool. A :class:`QuestionCache` keeps the
+vectors of recent questions (by model, dimensions, server and the question
+with its whitespace collapsed), so a question asked again is not embedded
+again, and one asked by many clients at once is embedded once.
+
 An operator (the gate, ``sitekb search --snapshot ID``) may read a snapshot
 that is built but not published with ``unpublished=True``: the SQL API allows
 that only to a session that asks for it and may use schema ``sitekb``, which
@@ -18,8 +27,11 @@ an OpenAI-compatible server (:func:`sitekb.embedding.openai_endpoint`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date
 
@@ -28,7 +40,8 @@ from pgvector import Vector
 from psycopg.rows import dict_row
 
 from sitekb.embedding import query_embedder
-from sitekb.errors import ConfigError, EmbeddingUnavailable, NotFound, SitekbError, TransientError
+from sitekb.errors import (ConfigError, EmbeddingUnavailable, NotFound, QuestionEmbeddingDelayed, SitekbError,
+                           TransientError)
 from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MAX_K, MAX_QUERY_CHARS, MODES, Passage, SearchResult, snippet_of
 from sitekb.settings import Settings
 
@@ -46,6 +59,62 @@ class Filters:
 
 NO_FILTERS = Filters()
 
+# A function that lends a connection for a with-block: ``pool.connection``.
+Lender = Callable[[], AbstractContextManager[psycopg.Connection]]
+
+
+def normalise_question(query: str) -> str:
+    """The question as it is embedded and cached: NFC, whitespace collapsed, trimmed; case kept."""
+    return " ".join(unicodedata.normalize("NFC", query).split())
+
+
+class QuestionCache:
+    """The vectors of the last ``size`` questions, by (provider, model, dimensions, server, question); thread-safe.
+
+    A question being embedded is embedded once: other threads asking it wait for
+    that vector instead of sending it too (a failure lets the next one try).
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        if size < 1:
+            raise ValueError(f"a question cache holds at least one question, not {size}")
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._vectors: OrderedDict[tuple, Vector] = OrderedDict()
+        self._pending: dict[tuple, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def get_or_embed(self, key: tuple, embed: Callable[[], Vector]) -> Vector:
+        """The vector of ``key``: cached, awaited from the thread embedding it, or ``embed()``-ed now."""
+        while True:
+            with self._lock:
+                if key in self._vectors:
+                    self._vectors.move_to_end(key)
+                    self.hits += 1
+                    return self._vectors[key]
+                pending = self._pending.get(key)
+                if pending is None:
+                    pending = self._pending[key] = threading.Event()
+                    self.misses += 1
+                    break
+            pending.wait()
+        try:
+            vector = embed()
+            with self._lock:
+                self._vectors[key] = vector
+                self._vectors.move_to_end(key)
+                while len(self._vectors) > self.size:
+                    self._vectors.popitem(last=False)
+            return vector
+        finally:
+            with self._lock:
+                del self._pending[key]
+            pending.set()
+
 
 def check_request(query: str, k: int, mode: str) -> None:
     """Reject a malformed request with a message that says what is wrong."""
@@ -59,24 +128,31 @@ def check_request(query: str, k: int, mode: str) -> None:
         raise ConfigError(f"k must be between 1 and {MAX_K}")
 
 
-def search(conn: psycopg.Connection, settings: Settings, query: str, *, site: str | None = None, k: int = 5,
-           mode: str = DEFAULT_MODE, alias: str | None = None, snapshot_id: int | None = None,
-           filters: Filters = NO_FILTERS, unpublished: bool = False) -> SearchResult:
+def search(conn: psycopg.Connection | Lender, settings: Settings, query: str, *, site: str | None = None,
+           k: int = 5, mode: str = DEFAULT_MODE, alias: str | None = None, snapshot_id: int | None = None,
+           filters: Filters = NO_FILTERS, unpublished: bool = False,
+           cache: QuestionCache | None = None) -> SearchResult:
     """Top-k passages for ``query`` from a site's alias (default production) or a pinned snapshot.
+
+    ``conn``: a connection, or a function lending one (``pool.connection``), which
+    is then borrowed to resolve the snapshot, given back while the question is
+    embedded, and borrowed again to rank. ``cache``: where question vectors are
+    kept between calls (none: every call embeds).
 
     Raises NotFound (no such site, alias or snapshot), ConfigError (a request the
     SQL API refuses), EmbeddingUnavailable (the snapshot's model refuses to embed
     the question) or TransientError (its server does not answer now).
     """
     check_request(query, k, mode)
+    lend: Lender = conn if callable(conn) else (lambda: nullcontext(conn))
     alias = None if snapshot_id is not None else (alias or DEFAULT_ALIAS)
     for attempt in range(2):
-        with _session(conn, unpublished):
-            snap = resolve(conn, site, alias, snapshot_id)
-        vector = None if mode == "keyword" else embed_question(snap, query, settings)
+        with lend() as c, _session(c, unpublished):
+            snap = resolve(c, site, alias, snapshot_id)
+        vector = None if mode == "keyword" else embed_question(snap, query, settings, cache)
         try:
-            with _session(conn, unpublished):
-                rows = _rank(conn, snap, query, vector, k, mode, filters)
+            with lend() as c, _session(c, unpublished):
+                rows = _rank(c, snap, query, vector, k, mode, filters)
         except NotFound:
             if attempt == 0 and snapshot_id is None:
                 continue  # retention dropped the aliased snapshot just after the alias moved: resolve again
@@ -95,17 +171,21 @@ def resolve(conn: psycopg.Connection, site: str | None, alias: str | None, snaps
                            (site, alias, snapshot_id)).fetchone()
 
 
-def embed_question(snap: dict, query: str, settings: Settings) -> Vector:
-    """The question's vector, from the model (and server) that embedded the snapshot."""
+def embed_question(snap: dict, query: str, settings: Settings, cache: QuestionCache | None = None) -> Vector:
+    """The question's vector, from the model (and server) that embedded the snapshot (through ``cache``)."""
+    text = normalise_question(query)
     try:
         # Inside: a snapshot whose model this process cannot make (unknown here, wrong dimensions) is a 503 too.
         embedder = query_embedder(snap["embedding_provider"], snap["embedding_model"], snap["dimensions"], settings,
                                   base_url=snap["embedding_base_url"], api_key_env=snap["embedding_api_key_env"])
-        return Vector(embedder.embed([query])[0])
+        if cache is None:
+            return Vector(embedder.embed([text])[0])
+        key = (embedder.provider, embedder.model, embedder.dimensions, getattr(embedder, "base_url", None), text)
+        return cache.get_or_embed(key, lambda: Vector(embedder.embed([text])[0]))
     except SitekbError as exc:
         raise EmbeddingUnavailable(f"cannot embed the query with {snap['embedding_model']}: {exc}") from exc
     except TransientError as exc:
-        raise TransientError(f"cannot embed the query with {snap['embedding_model']} now: {exc}") from exc
+        raise QuestionEmbeddingDelayed(f"cannot embed the query with {snap['embedding_model']} now: {exc}") from exc
 
 
 def only_site(conn: psycopg.Connection, alias: str) -> str:

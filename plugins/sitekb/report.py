@@ -30,6 +30,8 @@ def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
         "documents": validate.get("accepted", stages.get("extract", {}).get("documents", 0)),
         "quarantined": validate.get("quarantined", 0),
         "quarantined_urls": validate.get("quarantined_urls", {}),
+        # Pages a safety check flagged under the `report` policy: kept, but an owner should look.
+        "flagged_urls": validate.get("flagged_urls", {}),
         "chunks": stages.get("chunk", {}).get("chunks", 0),
         "embedding_model": f"{embed.get('provider', '?')}:{embed.get('model', '?')}",
         "dimensions": embed.get("dimensions"),
@@ -68,7 +70,8 @@ def format_note(summary: dict) -> str:
         head,
         f"- pages: {s['pages_crawled']} ({s['pages_not_modified']} not modified); errors: {_counts(s['crawl_errors'])}",
         f"- excluded by rule: {_counts(s['excluded'])}",
-        f"- documents: {s['documents']} accepted, {s['quarantined']} quarantined",
+        f"- documents: {s['documents']} accepted, {s['quarantined']} quarantined"
+        + (f", {len(s['flagged_urls'])} flagged and kept" if s.get("flagged_urls") else ""),
         f"- chunks: {s['chunks']}, {s['tokens']} tokens; embedded {s['embeddings_computed']} new, "
         f"{s['embeddings_reused']} reused; {spend['tokens']} tokens billed, ${spend['usd']:.4f}",
     ]
@@ -106,6 +109,9 @@ def review_markdown(conn: psycopg.Connection, run_id: str, limit: int = 15) -> s
         lines.append(f"- {url}: {', '.join(checks)}")
     if len(s["quarantined_urls"]) > limit:
         lines.append(f"- ... and {len(s['quarantined_urls']) - limit} more")
+    if s.get("flagged_urls"):
+        lines += ["", "**Flagged and kept** (policy report)"]
+        lines += [f"- {url}: {'; '.join(flags)}" for url, flags in sorted(s["flagged_urls"].items())[:limit]]
     return "\n".join(lines)
 
 
@@ -121,6 +127,8 @@ def format_summary(summary: dict) -> str:
     ]
     for url, checks in sorted(summary["quarantined_urls"].items()):
         lines.append(f"                  quarantined {url}: {', '.join(checks)}")
+    for url, flags in sorted(summary.get("flagged_urls", {}).items()):
+        lines.append(f"                  flagged, kept {url}: {'; '.join(flags)}")
     lines += [
         f"  chunks          {summary['chunks']}",
         f"  embedding       {summary['embedding_model']} ({summary['dimensions']} dimensions)",

@@ -21,6 +21,9 @@ Environment variables read:
 ``SITEKB_EMBEDDING_PROVIDER`` ``local`` or ``openai`` (overrides the site file)
 ``SITEKB_EMBEDDING_MODEL``   model name (overrides the site file)
 ``SITEKB_EMBEDDING_DIMENSIONS`` output dimensions for models that support it
+``SITEKB_LOCAL_RUNTIME``     runtime of the bundled local model: ``auto`` (default: questions on
+                             ONNX Runtime when installed and the conversion works, else torch;
+                             bulk embedding on torch), ``onnx``, ``torch``
 ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` the OpenAI (or compatible) endpoint; the
                              base URL wins over the site file's ``embedding.base_url``;
                              a key in the variable named by ``embedding.api_key_env``
@@ -50,7 +53,8 @@ DEFAULT_DAGS_FOLDER = REPO_ROOT / "dags"
 PROCESS_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "GX_ANALYTICS_ENABLED": "false"}
 
 # What a variable must hold, for the message when it does not.
-_EXPECTED = {"embedding_dimensions": "a whole number", "embedding_provider": "'local' or 'openai'"}
+_EXPECTED = {"embedding_dimensions": "a whole number", "embedding_provider": "'local' or 'openai'",
+             "local_runtime": "'auto', 'onnx' or 'torch'"}
 
 
 class Settings(BaseSettings):
@@ -68,6 +72,7 @@ class Settings(BaseSettings):
     embedding_provider: Literal["local", "openai"] | None = None
     embedding_model: str | None = None
     embedding_dimensions: int | None = None
+    local_runtime: Literal["auto", "onnx", "torch"] = "auto"
     openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY"))
     openai_base_url: str | None = Field(default=None,
                                         validation_alias=AliasChoices("openai_base_url", "OPENAI_BASE_URL"))
@@ -102,6 +107,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("local_runtime", mode="before")
+    @classmethod
+    def _runtime_name(cls, value):
+        # SITEKB_LOCAL_RUNTIME= means the default; ONNX or Torch mean onnx and torch.
+        if isinstance(value, str):
+            return value.strip().lower() or "auto"
+        return value
 
     @classmethod
     def from_env(cls, **cli: object) -> "Settings":

@@ -142,6 +142,10 @@ class OptOutConfig(_Strict):
     nosnippet_selectors: list[str] = Field(default_factory=lambda: ["[data-nosnippet]"])
 
 
+# What the quality gate does with a page a safety check flags (quality.prompt_injection, quality.hidden_text).
+Policy = Literal["report", "quarantine", "block"]
+
+
 class QualityConfig(_Strict):
     """Per-document and per-batch thresholds of the quality gate (sitekb.quality.suites).
 
@@ -166,6 +170,18 @@ class QualityConfig(_Strict):
     max_quarantine_rate: float = Field(default=0.3, ge=0, le=1)
     min_documents: int = Field(default=1, ge=0)
     data_docs: bool = Field(default=True, description="Write Great Expectations Data Docs under SITEKB_HOME/data_docs.")
+    prompt_injection: Policy = Field(
+        default="quarantine",
+        description="A page with text addressed to an AI model ('ignore previous instructions', '<|im_start|>', "
+                    "'note to AI assistants: ...'): report (flag it in the run's record and go on), quarantine "
+                    "(hold it back with the phrase that fired) or block (fail the run).")
+    hidden_text: Policy = Field(
+        default="quarantine",
+        description="A page hiding more than max_hidden_words words from its visitors (inline display:none, "
+                    "font-size:0, off-screen, text coloured as its background, aria-hidden, hidden), or hiding "
+                    "text addressed to an AI model; the hidden text itself never reaches the knowledge base.")
+    max_hidden_words: int = Field(
+        default=40, ge=0, description="Words of hidden prose a page may have (link and button text not counted).")
 
     @field_validator("languages")
     @classmethod
@@ -400,6 +416,12 @@ class SiteConfig(_Strict):
         default=5, ge=1,
         description="Snapshots kept by retention (plus aliased and pinned ones); also how many runs keep their documents.",
     )
+    history_runs: int = Field(
+        default=100, ge=1,
+        description="Run records (with their crawl statistics, exclusions and fetch failures) kept per site; "
+                    "older ones are deleted when a run starts, unless a kept snapshot or the newest full crawl "
+                    "needs them. The alias history (who published or rolled back) is never trimmed.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -430,8 +452,10 @@ class SiteConfig(_Strict):
         return self.crawl.allowed_domains or sorted({urlsplit(u).hostname or "" for u in self.start_urls})
 
     def config_hash(self) -> str:
-        # How the site is scheduled and alerted (the airflow section) does not change what it knows.
-        payload = json.dumps(self.model_dump(mode="json", exclude={"airflow"}), sort_keys=True).encode()
+        # How the site is scheduled and alerted (the airflow section) and how much run history it keeps
+        # do not change what it knows.
+        payload = json.dumps(self.model_dump(mode="json", exclude={"airflow", "history_runs"}),
+                             sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
     def with_base_url(self, base_url: str) -> "SiteConfig":

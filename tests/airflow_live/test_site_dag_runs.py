@@ -127,8 +127,12 @@ def test_an_approval_site_waits_for_a_person_and_shows_what_to_judge(approved_ru
     assert any(b["event"] == "approval" for b in receiver.bodies)
 
 
-def test_the_approved_run_publishes_and_records_who_approved_and_why(approved_run, database_server):
-    assert approved_run["run"]["state"] == "success"
+def test_the_approved_run_publishes_and_records_who_approved_and_why(approved_run, database_server, airflow):
+    states = {t["task_id"]: t["state"] for t in airflow.task_instances("sitekb_demo", approved_run["run_id"])}
+    # On failure, say which task failed and why (the DAG run's state alone does not).
+    failed = "\n".join(f"--- {task} ---\n{airflow.task_log('sitekb_demo', approved_run['run_id'], task)[-3000:]}"
+                       for task, state in states.items() if state == "failed")
+    assert approved_run["run"]["state"] == "success", f"{json.dumps(states)}\n{failed}"
     with store.connection(database_server) as conn:
         [event, *_] = snapshots.history(conn, "demo", "production")
     assert event["decision"] == "approved"

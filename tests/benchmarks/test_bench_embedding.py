@@ -136,7 +136,8 @@ def test_bench_local_stage_vs_bare_encode(bench_db):
     conn = bench_db
     from sitekb.providers.local import _load_model
 
-    embedder = get_embedder("local", None)
+    # The stage against bare encode of the same runtime: torch (test_bench_local_runtime compares runtimes).
+    embedder = get_embedder("local", None, settings=Settings.from_env(local_runtime="torch"))
     embedder.warm()
     model = _load_model(embedder.model)
     tokenizer = get_tokenizer("local", embedder.model)

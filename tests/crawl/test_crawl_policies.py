@@ -75,7 +75,9 @@ def test_crawl_delay_is_obeyed(web, crawl):
 
 def test_private_addresses_are_refused_unless_allowed(web, crawl):
     linked_site(web, RULES)
-    with pytest.raises(CrawlFailed, match="resolves to a private address"):
+    # The message says how to allow it, for a site file and for an ad-hoc `--start-url` run.
+    with pytest.raises(CrawlFailed, match=r"resolves to a private address .*--allow-private.*"
+                                          r"crawl\.allow_private_addresses: true"):
         crawl(site_config(web.base_url, allow_private_addresses=False), "private")
     assert web.paths() == []   # the reachability check applies the same rule: nothing was sent
 

@@ -94,3 +94,44 @@ def test_an_approvers_rejection_blocks_the_run_and_is_in_the_audit_log(conn, air
         assert len(receiver.bodies) == 1
     finally:
         receiver.close()
+
+
+def test_a_task_of_a_finished_run_is_skipped_with_the_reason(conn, airflow_env):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    run_id = tasks.start(DEMO, {}, "manual__1")
+    runs.finish(conn, run_id, "blocked", "documents_drop: documents fell from 3 to 1")
+    finished_at = conn.execute("SELECT finished_at FROM sitekb.runs WHERE run_id = %s", (run_id,)).fetchone()[0]
+    for call in (lambda: tasks.run_stage("crawl", run_id), lambda: tasks.embed_plan(run_id),
+                 lambda: tasks.embed_shard(run_id, [0, 1]),
+                 lambda: tasks.skip_if_finished({"ti": FakeTI("approve", {"start": run_id})})):
+        with pytest.raises(AirflowSkipException, match=rf"run {run_id} of 'demo' was blocked .* `sitekb run demo "
+                                                       rf"--from STAGE --run {run_id}` takes it up again"):
+            call()
+    assert tasks.start(DEMO, {}, "manual__1") == run_id          # hands the run id on, starts nothing
+    assert tasks.report(run_id, "demo")["status"] == "blocked"   # the one task that reads a finished run
+    assert conn.execute("SELECT status, finished_at FROM sitekb.runs WHERE run_id = %s", (run_id,)).fetchone() == \
+        ("blocked", finished_at)
+
+
+def test_a_rejection_answered_after_the_run_published_changes_nothing(conn, airflow_env):
+    receiver = Receiver()
+    try:
+        live = make_snapshot(conn, "demo", random_pages("demo"), publish_as="production")
+        run_id = tasks.start(DEMO, {}, "manual__1")
+        conn.execute("UPDATE sitekb.snapshots SET run_id = %s WHERE snapshot_id = %s", (run_id, live.snapshot_id))
+        conn.execute("UPDATE sitekb.runs SET config = jsonb_set(config, '{airflow,notifiers}', %s::jsonb) "
+                     "WHERE run_id = %s", (f'[{{"kind": "webhook", "url": "{receiver.url}", "events": ["rejected"]}}]',
+                                           run_id))
+        runs.finish(conn, run_id, "succeeded")
+        events = len(snapshots.history(conn, "demo"))
+        answer = {"chosen_options": ["Reject"], "params_input": {"reason": "too late"},
+                  "responded_by_user": {"id": "maria", "name": "maria"}}
+        tasks._record_rejection({"ti": FakeTI("approve", {"approve": answer, "start": run_id}),
+                                 "dag_run": SimpleNamespace(run_id="manual__1")})
+        assert runs.load(conn, run_id).status == "succeeded"
+        assert snapshots.resolve(conn, "demo").snapshot_id == live.snapshot_id
+        assert snapshots.get(conn, live.snapshot_id).state == "published"
+        assert len(snapshots.history(conn, "demo")) == events and receiver.bodies == []
+    finally:
+        receiver.close()

@@ -323,3 +323,125 @@ def test_allowed_hosts_come_from_the_settings(kb, monkeypatch):
         assert _headers_of(base, "/healthz", host="evil.example")[0] == 400
     with running_server(api.create_app(Settings(), database_url=kb["reader_url"], allowed_hosts=["*"])) as base:
         assert _headers_of(base, "/healthz", host="anything.example")[0] == 200
+
+
+class _Serve:
+    """`sitekb serve` in a subprocess on a free loopback port: ``with _Serve(env, args) as s: s.base``."""
+
+    def __init__(self, env: dict, *args: str):
+        self.port = _free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "sitekb.cli", "serve", "--port", str(self.port),
+                                      "--log-level", "warning", *args], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.stderr = ""
+
+    def __enter__(self) -> "_Serve":
+        for _ in range(300):
+            try:
+                _call(self.base, "/healthz")
+                return self
+            except (urllib.error.URLError, ConnectionError):
+                if self.proc.poll() is not None:
+                    raise AssertionError(self.proc.stderr.read()) from None
+                time.sleep(0.1)
+        self.__exit__()
+        raise AssertionError("sitekb serve did not answer")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.stderr = self.proc.stderr.read()
+
+
+def _reader_only_env(reader_url: str, home) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("SITEKB_DATABASE_URL", "SITEKB_API_KEYS")}
+    return dict(env, SITEKB_API_DATABASE_URL=reader_url, SITEKB_HOME=str(home))
+
+
+def test_sitekb_serve_with_only_the_reader_url_migrates_nothing_and_serves(kb, tmp_path):
+    home = tmp_path / "home"
+    before = _reader_sessions(kb["admin_url"])
+    with _Serve(_reader_only_env(kb["reader_url"], home)) as served:
+        status, ready = _call(served.base, "/readyz")
+        assert status == 200 and ready["status"] == "ready"
+        status, body = _call(served.base, "/v1/search", {"query": "lead score", "site": "kb", "mode": "keyword"})
+        assert status == 200 and body["results"]
+        assert _reader_sessions(kb["admin_url"]) > before
+    assert not (home / "pgdata").exists()              # no embedded server was started for an owner
+
+
+@pytest.fixture
+def other_database(kb):
+    """A URL of an empty database on the same server, as the reader role; dropped afterwards."""
+    name = "sitekb_serve_check"
+    with store.connection(kb["admin_url"]) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    yield make_conninfo(kb["admin_url"], dbname=name), make_conninfo(kb["reader_url"], dbname=name)
+    with store.connection(kb["admin_url"]) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _serve_fails(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sitekb.cli", "serve", "--port", str(_free_port())], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_sitekb_serve_with_only_the_reader_url_refuses_a_missing_or_old_schema(other_database, tmp_path):
+    owner_url, reader_url = other_database
+    env = _reader_only_env(reader_url, tmp_path / "home")
+    missing = _serve_fails(env)
+    assert missing.returncode == 3, missing.stderr
+    [line] = missing.stderr.strip().splitlines()
+    assert "has no sitekb schema" in line and "sitekb db migrate" in line and READER_PASSWORD not in line
+    with store.connection(owner_url) as conn:
+        store.migrate(conn)
+        conn.execute("DELETE FROM public.sitekb_schema_migrations WHERE version = %s", (schema.latest_version(),))
+    old = _serve_fails(env)
+    assert old.returncode == 3, old.stderr
+    assert f"version {schema.latest_version() - 1}, this sitekb needs {schema.latest_version()}" in old.stderr
+    assert "sitekb-migrate" in old.stderr
+
+
+def _cmdline(pid: int) -> str:
+    return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+
+
+def test_api_keys_from_a_file_or_the_environment_stay_out_of_ps(kb, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("# the search page's key\nfile-key-one\n\n   file-key-two  \n", encoding="utf-8")
+    keys.chmod(0o600)
+    env = dict(_reader_only_env(kb["reader_url"], tmp_path / "home"), SITEKB_API_KEYS="env-key")
+    body = {"query": "lead score", "site": "kb", "mode": "keyword"}
+    with _Serve(env, "--api-key-file", str(keys)) as served:
+        assert _call(served.base, "/v1/search", body)[0] == 401
+        for key in ("file-key-one", "file-key-two", "env-key"):
+            assert _call(served.base, "/v1/search", body, {"X-API-Key": key})[0] == 200, key
+        assert _call(served.base, "/v1/search", body, {"X-API-Key": "# the search page's key"})[0] == 401
+        assert not {"file-key-one", "file-key-two", "env-key"} & set(_cmdline(served.proc.pid).split())
+    assert "--api-key" not in served.stderr and "other users" not in served.stderr   # nothing to warn about
+
+    keys.chmod(0o644)
+    with _Serve(env, "--api-key-file", str(keys), "--api-key", "argv-key") as served:
+        assert _call(served.base, "/v1/search", body, {"X-API-Key": "argv-key"})[0] == 200
+        assert _call(served.base, "/v1/search", body, {"X-API-Key": "file-key-one"})[0] == 200
+    assert f"the API key file {keys} may be read by other users (mode 644): chmod 600" in served.stderr
+    assert "--api-key is visible to every user of this machine" in served.stderr
+
+
+@pytest.mark.parametrize("content, words", [
+    ("# only a comment\n\n", "holds no key"),
+    (None, "cannot read the API key file"),
+    (b"\xff\xfe key", "not UTF-8"),
+])
+def test_an_api_key_file_without_keys_is_refused(kb, tmp_path, content, words):
+    keys = tmp_path / "keys"
+    if isinstance(content, str):
+        keys.write_text(content, encoding="utf-8")
+    elif content is not None:
+        keys.write_bytes(content)
+    env = _reader_only_env(kb["reader_url"], tmp_path / "home")
+    result = subprocess.run([sys.executable, "-m", "sitekb.cli", "serve", "--port", str(_free_port()),
+                             "--api-key-file", str(keys)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and words in result.stderr, result.stderr

@@ -199,7 +199,7 @@ def test_an_upgraded_database_defines_what_a_fresh_one_does(database_url, upgrad
 
 
 def test_no_function_or_view_body_is_defined_in_two_files():
-    created = re.compile(r"CREATE (?:OR REPLACE )?(?:FUNCTION|VIEW) ([a-z_]+\.[a-z_]+)", re.I)
+    created = re.compile(r"CREATE (?:OR REPLACE )?(?:FUNCTION|VIEW) ([a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*)", re.I)
     owners: dict[str, list[str]] = {}
     for version, name, text in schema.migrations():
         for obj in created.findall(text):

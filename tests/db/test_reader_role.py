@@ -176,23 +176,46 @@ def test_the_reader_has_bounded_connections_queries_and_lock_waits(reader, conn)
                         "idle_in_transaction_session_timeout": "60000"}
 
 
-def test_a_session_holding_sitekbs_locks_cannot_hang_a_publish_or_a_run(reader, conn, database_url, monkeypatch,
-                                                                        demo_config):
-    """Advisory locks are open to every role: a held key makes the writer fail in time, naming the holder."""
+def test_the_reader_cannot_take_the_locks_sitekb_writes_under(reader, conn, database_url, demo_config):
+    """Advisory locks are open to every role, so sitekb does not use them: a reader holding the keys sitekb
+    once used (or any other) stalls nothing, and it cannot lock the rows sitekb's writers lock."""
     from sitekb import engine
-    from sitekb.errors import SitekbError
     from sitekb.settings import Settings
+    from sitekb.store import schema
+
+    reader.execute("SELECT pg_advisory_lock(hashtext('sitekb.aliases'), hashtext('s'))")
+    reader.execute("SELECT pg_advisory_lock(hashtext('sitekb.runs'), hashtext('demo'))")
+    reader.execute("SELECT pg_advisory_lock(%s)", (schema.LOCK,))
+    candidate = make_snapshot(conn, "s", random_pages("s", seed=1), seed=1)
+    snapshots.publish(conn, candidate.snapshot_id)            # no wait: nobody holds the site's lock row
+    assert engine.start(conn, Settings.from_env(), demo_config, "unblocked-run", {}).status == "running"
+    assert schema.migrate(conn) == []
+    for statement in ("SELECT 1 FROM sitekb.locks FOR UPDATE", "INSERT INTO sitekb.locks (key) VALUES ('x')"):
+        _denied(reader, statement)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), reader.transaction():
+        reader.execute("LOCK TABLE sitekb.locks")
+    reader.execute("SELECT pg_advisory_unlock_all()")
+
+
+def test_a_writer_waits_a_bounded_time_for_a_lock_and_names_the_holder(conn, database_url, monkeypatch):
+    """Another sitekb session (an operator's stuck rollback, say) holding a site's lock: the writer fails
+    in time, says who holds it and how to end it, and its connection stays usable."""
+    from sitekb.errors import SitekbError
     from sitekb.store import locks
 
-    monkeypatch.setattr(locks, "WAIT", "300ms")
+    make_snapshot(conn, "s", random_pages("s"), publish_as="production")
     candidate = make_snapshot(conn, "s", random_pages("s", seed=1), seed=1)
-    reader.execute("SELECT pg_advisory_lock(hashtext('sitekb.aliases'), hashtext('s'))")
-    with pytest.raises(SitekbError, match=r"moving an alias of site 's' waited 300ms for its lock, held by "
-                                          r"role sitekb_reader.*pg_terminate_backend"):
-        snapshots.publish(conn, candidate.snapshot_id)
-    assert conn.execute("SELECT 1").fetchone() == (1,)   # the connection is still usable
-    reader.execute("SELECT pg_advisory_lock(hashtext('sitekb.runs'), hashtext('demo'))")
-    with pytest.raises(SitekbError, match="starting a run of site 'demo' waited 300ms"):
-        engine.start(conn, Settings.from_env(), demo_config, "blocked-run", {})
-    reader.execute("SELECT pg_advisory_unlock_all()")
+    monkeypatch.setattr(locks, "WAIT", "300ms")
+    with psycopg.connect(database_url, autocommit=True, application_name="stuck-operator") as other:
+        with other.transaction():
+            locks.hold(other, "a stuck rollback", "sitekb.aliases", "s")
+            with pytest.raises(SitekbError, match=r"moving an alias of site 's' waited 300ms for its lock, held by "
+                                                  r"role \S+, application stuck-operator, pid \d+ .*pg_terminate_backend"):
+                snapshots.publish(conn, candidate.snapshot_id)
+            assert conn.execute("SELECT 1").fetchone() == (1,)
     snapshots.publish(conn, candidate.snapshot_id)
+
+
+def test_the_reader_cannot_create_large_objects(reader):
+    for statement in ("SELECT lo_create(0)", "SELECT lo_creat(-1)", "SELECT lo_from_bytea(0, 'x'::bytea)"):
+        _denied(reader, statement)

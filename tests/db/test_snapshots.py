@@ -246,6 +246,27 @@ def test_cli_snapshot_commands(conn, database_url, capsys, tmp_path, monkeypatch
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_every_alias_and_retention_command_answers_in_json(conn, database_url, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("SITEKB_HOME", str(tmp_path))
+    old = make_snapshot(conn, "s", random_pages("s"), publish_as="production")
+    new = make_snapshot(conn, "s", random_pages("s", seed=1), seed=1)
+    capsys.readouterr()
+
+    def answer(*argv) -> dict:
+        assert main([*argv, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert answer("publish", str(new.snapshot_id)) == {"alias": "production", "snapshot_id": new.snapshot_id,
+                                                       "previous": old.snapshot_id}
+    assert answer("rollback", "--site", "s") == {"site": "s", "alias": "production",
+                                                 "from_snapshot": new.snapshot_id, "to_snapshot": old.snapshot_id}
+    assert answer("snapshots", "pin", str(new.snapshot_id)) == {"snapshot_id": new.snapshot_id, "site": "s",
+                                                                "pinned": True}
+    assert answer("snapshots", "unpin", str(new.snapshot_id))["pinned"] is False
+    assert answer("snapshots", "prune", "--site", "s", "--keep", "1") == {"site": "s", "keep": 1,
+                                                                          "dropped": []}
+
+
 # -- the golden-question gate on the demo pipeline ------------------------------
 
 LOST_PAGE = "/articles/email-deliverability-basics.html"

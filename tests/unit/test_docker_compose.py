@@ -7,7 +7,8 @@ and paths. The tests read what it prints: host ports on the loopback by default,
 the query API reading as the ``sitekb_reader`` role, the Airflow containers'
 user, named volumes for the password file and the Data Docs, the config and
 plugins mounts, the demo site inside the stack, the CPU-only torch index as the
-build default. Where the file points at code (the init SQL, the reader role,
+build default, the sitekb schema migrated by a one-shot service as the owner
+before the API starts without the owner's credentials. Where the file points at code (the init SQL, the reader role,
 sitekb's settings, Airflow's options and endpoints, the demo server's command),
 that code is read or run. No Docker engine is needed; without Compose the tests
 skip and say so.
@@ -44,7 +45,8 @@ AIRFLOW_SERVICES = {
     "airflow-worker",
     "airflow-triggerer",
 }
-SITEKB_SERVICES = {"sitekb-api", "sitekb-demo"}
+SITEKB_SERVICES = {"sitekb-api", "sitekb-demo", "sitekb-migrate"}
+ONE_SHOT_SERVICES = {"airflow-init", "sitekb-migrate"}   # run once and exit 0; others wait for them
 BUILT_SERVICES = AIRFLOW_SERVICES | SITEKB_SERVICES
 EXPECTED_SERVICES = BUILT_SERVICES | {"postgres", "redis"}
 EXPECTED_VOLUMES = {"postgres-data", "airflow-logs", "airflow-auth", "sitekb-data-docs"}
@@ -292,7 +294,7 @@ def test_depends_on_targets_exist_and_health_conditions_have_healthchecks(servic
 
 def test_long_running_services_restart_and_have_healthchecks(services):
     for name, service in services.items():
-        if name == "airflow-init":
+        if name in ONE_SHOT_SERVICES:
             assert service.get("restart", "no") == "no"
             continue
         assert service.get("restart") in ("always", "unless-stopped", "on-failure"), f"{name} has no restart policy"
@@ -308,7 +310,9 @@ def test_airflow_services_wait_for_database_broker_and_migration(services):
     for name in ("airflow-worker", "airflow-triggerer"):
         assert depends_of(services[name]).get("airflow-apiserver") == "service_healthy", name
     assert depends_of(services["airflow-init"]).get("postgres") == "service_healthy"
-    assert depends_of(services["sitekb-api"]).get("postgres") == "service_healthy"
+    assert depends_of(services["sitekb-migrate"]).get("postgres") == "service_healthy"
+    assert depends_of(services["sitekb-api"]) == {"postgres": "service_healthy",
+                                                  "sitekb-migrate": "service_completed_successfully"}
 
 
 def test_airflow_3_components_and_commands(services):
@@ -320,6 +324,12 @@ def test_airflow_3_components_and_commands(services):
     assert command_of(services["airflow-worker"]) == ["celery", "worker"]
     assert command_of(services["airflow-triggerer"]) == ["triggerer"]
     assert command_of(services["sitekb-api"]) == ["sitekb", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert command_of(services["sitekb-migrate"]) == ["sitekb", "db", "migrate"]
+    # sitekb's own CLI accepts what the services run.
+    from sitekb.cli import build_parser
+
+    for name in ("sitekb-api", "sitekb-migrate"):
+        build_parser().parse_args(command_of(services[name])[1:])
     # The Airflow image's entrypoint runs unknown commands as `airflow <command>`.
     for name in SITEKB_SERVICES:
         assert services[name].get("entrypoint"), f"{name} must bypass the Airflow entrypoint"
@@ -490,7 +500,7 @@ def test_host_addresses_are_overridable(overridden):
 
 def test_sitekb_database_url_is_the_owner_on_the_postgres_service(services):
     pg = env_of(services["postgres"])
-    for name in AIRFLOW_SERVICES | {"sitekb-api"}:
+    for name in AIRFLOW_SERVICES | {"sitekb-migrate"}:
         url = env_of(services[name]).get("SITEKB_DATABASE_URL")
         assert url, f"{name} has no SITEKB_DATABASE_URL"
         parts = urlsplit(url)
@@ -498,6 +508,23 @@ def test_sitekb_database_url_is_the_owner_on_the_postgres_service(services):
         assert (parts.hostname, parts.username, parts.password, parts.path.lstrip("/")) == (
             "postgres", pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"],
         ), f"{name}: SITEKB_DATABASE_URL does not match the postgres service"
+
+
+def test_query_api_holds_no_owner_credentials(services):
+    # sitekb-migrate migrates as the owner; the API reads as the reader role and nothing else.
+    pg = env_of(services["postgres"])
+    env = env_of(services["sitekb-api"])
+    assert "SITEKB_DATABASE_URL" not in env
+    owner = f"{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@"
+    assert not [key for key, value in env.items() if value and owner in value]
+
+
+def test_query_api_keys_come_from_the_environment(services, run_config):
+    # Keys on the command line would show in `ps`; SITEKB_API_KEYS is passed through (unset: empty, open access).
+    assert "--api-key" not in command_of(services["sitekb-api"])
+    assert env_of(services["sitekb-api"]).get("SITEKB_API_KEYS") == ""
+    passed = resolve(run_config, SITEKB_API_KEYS="k1,k2")["services"]["sitekb-api"]
+    assert env_of(passed)["SITEKB_API_KEYS"] == "k1,k2"
 
 
 def test_query_api_reads_as_the_reader_role(services, monkeypatch):
@@ -525,7 +552,7 @@ def test_query_api_reads_as_the_reader_role(services, monkeypatch):
 
 
 def test_sitekb_runtime_env(services):
-    for name in AIRFLOW_SERVICES | {"sitekb-api"}:
+    for name in AIRFLOW_SERVICES | {"sitekb-api", "sitekb-migrate"}:
         env = env_of(services[name])
         assert env.get("HF_HUB_OFFLINE") == "1", name
         assert env.get("GX_ANALYTICS_ENABLED") == "false", name

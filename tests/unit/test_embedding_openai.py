@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from sitekb.embedding import get_embedder
-from sitekb.errors import ConfigError, SitekbError, TransientError
+from sitekb.errors import (
+    ConfigError,
+    EmbeddingServiceFailed,
+    EmbeddingServiceUnavailable,
+    SitekbError,
+    TransientError,
+)
 from sitekb.providers.openai_api import MAX_INPUTS, MAX_REQUEST_TOKENS, OpenAIEmbedder
 from sitekb.settings import Settings
 from tests.fake_openai import FakeOpenAI, fake_openai, fake_openai_server, fake_vector  # noqa: F401 (fixtures)
@@ -87,9 +93,10 @@ def test_5xx_is_retried_then_reported_as_transient(fake_openai):
     assert [r.status for r in fake_openai.stats.log] == [500, 500, 200]
     fake_openai.reset()
     fake_openai.queue("500", 3)
-    with pytest.raises(TransientError, match="answered 500 after 2 retries"):
+    with pytest.raises(EmbeddingServiceUnavailable, match=r"kept failing: answered 500 \(.*\), after 2 retries"):
         embedder(fake_openai, max_retries=2).embed(["x"])
     assert fake_openai.stats.requests == 3
+    assert issubclass(EmbeddingServiceUnavailable, TransientError)  # Airflow retries it
 
 
 def test_a_timeout_is_retried(fake_openai):
@@ -98,26 +105,45 @@ def test_a_timeout_is_retried(fake_openai):
     assert vectors.shape == (1, 32)
     assert fake_openai.stats.requests == 2
     fake_openai.queue("slow", 2, delay=5)
-    with pytest.raises(TransientError, match="did not answer"):
+    with pytest.raises(EmbeddingServiceUnavailable, match=r"no answer within 0.5s, after 1 retry\b"):
         embedder(fake_openai, max_retries=1, timeout=0.5).embed(["slow"])
 
 
-@pytest.mark.parametrize("behaviour", ["malformed", "wrong_count"])
-def test_a_malformed_response_is_a_clear_transient_error(fake_openai, behaviour):
+@pytest.mark.parametrize(("behaviour", "what"), [
+    ("malformed", "the body is not valid JSON"),
+    ("wrong_count", "1 vectors for 2 inputs"),
+    ("nan", "the vector at index 0 holds NaN or infinite values"),
+])
+def test_an_answer_that_is_not_embeddings_is_terminal_and_names_the_server(fake_openai, behaviour, what):
     fake_openai.queue(behaviour)
-    with pytest.raises(TransientError, match="malformed embeddings response"):
+    with pytest.raises(EmbeddingServiceFailed, match="not an embeddings response") as caught:
         embedder(fake_openai).embed(["one", "two"])
+    assert what in str(caught.value) and fake_openai.base_url in str(caught.value)
+    assert not isinstance(caught.value, TransientError) and fake_openai.stats.requests == 1
 
 
 def test_malformed_vectors_are_caught(fake_openai):
     bad_base64 = b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":"%%%"}],"model":"m"}'
     fake_openai.queue("malformed", body=bad_base64)
-    with pytest.raises(TransientError, match="malformed embedding at index 0"):
+    with pytest.raises(EmbeddingServiceFailed, match="the vector at index 0 cannot be decoded"):
         embedder(fake_openai).embed(["one"])
     floats = b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5, 0.5]}],"model":"m"}'
     fake_openai.queue("malformed", body=floats)
     with pytest.raises(ConfigError, match="2-dimensional vectors"):
         embedder(fake_openai).embed(["one"])
+    fake_openai.queue("wrong_dimensions")
+    with pytest.raises(ConfigError, match="33-dimensional .* expects 32 .*ignores the `dimensions` parameter"):
+        embedder(fake_openai).embed(["one"])
+
+
+def test_a_server_that_keeps_failing_is_named_without_its_password(fake_openai):
+    fake_openai.always("429", retry_after=0)
+    url = fake_openai.base_url.replace("http://", "http://user:s3cret@")
+    e = get_embedder("openai", "text-embedding-3-small", 32, api_key="k", base_url=url, max_retries=1)
+    with pytest.raises(EmbeddingServiceUnavailable, match="answered 429") as caught:
+        e.embed(["x"])
+    assert fake_openai.base_url in str(caught.value) and "s3cret" not in str(caught.value)
+    assert fake_openai.stats.requests == 2
 
 
 def test_a_refused_key_is_terminal_and_not_retried():

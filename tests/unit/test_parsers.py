@@ -9,7 +9,7 @@ import pytest
 from sitekb.extract import is_text_page, text_document
 from sitekb.sites import SiteConfig
 from sitekb_crawlers import parsers
-from sitekb_crawlers.frontier import SEEN, Frontier
+from sitekb_crawlers.frontier import CLOSER, SEEN, Frontier
 from sitekb_crawlers.pdf import PdfUnreadable, pdf_text
 from tests.crawl.fixture_site import minimal_pdf
 
@@ -219,11 +219,15 @@ def test_robots_looks_broken():
 # -- the frontier ------------------------------------------------------------------------------
 
 def test_frontier_limits_and_traps():
-    frontier = Frontier(max_pages=6, max_depth=2, max_query_variants=2, max_url_length=60, max_segment_repeats=2)
+    frontier = Frontier(max_pages=7, max_depth=2, max_query_variants=2, max_url_length=60, max_segment_repeats=2)
     assert frontier.admit("https://e.com/", 0) is None
     assert frontier.admit("https://e.com/", 1) == SEEN
     assert frontier.admit("https://e.com/deep", 3) == "max-depth"
-    assert frontier.admit("https://e.com/deep", 1) == SEEN                # each refusal reported once
+    assert frontier.admit("https://e.com/deep", 4) == SEEN                # each refusal reported once
+    assert frontier.too_deep == {"https://e.com/deep"}
+    # Reached again at an allowed depth (the sitemap, a shorter path): admitted after all.
+    assert frontier.admit("https://e.com/deep", 1) is None
+    assert frontier.too_deep == set() and frontier.depth_of("https://e.com/deep") == 1
     assert frontier.admit("https://e.com/" + "x" * 60, 1) == "url-too-long"
     assert frontier.admit("https://e.com/a/b/a/b/a/", 1) == "repeated-segments"
     assert frontier.admit("https://e.com/a/b/a/b/", 1) is None
@@ -233,10 +237,30 @@ def test_frontier_limits_and_traps():
     assert frontier.admit("https://e.com/other?m=3", 1) is None           # the cap is per path
     assert frontier.admit("https://e.com/six", 1) is None
     assert frontier.admit("https://e.com/seven", 1) == "max-pages"
-    assert len(frontier.scheduled) == 6
+    assert frontier.admit("https://e.com/seven", 0) == SEEN              # only a depth refusal is taken back
+    assert len(frontier.scheduled) == 7
     assert frontier.refuse("https://e.com/reserved", "tdm-reservation") is True
     assert frontier.refuse("https://e.com/reserved", "tdm-reservation") is False
     assert frontier.admit("https://e.com/reserved", 0) == SEEN
+
+
+def test_frontier_a_closer_path_follows_the_links_again():
+    frontier = Frontier(max_pages=100, max_depth=2)
+    assert frontier.admit("https://e.com/list/2", 2) is None
+    assert frontier.expand("https://e.com/list/2", ["https://e.com/item", "https://e.com/list/3"]) == 3
+    assert frontier.admit("https://e.com/item", 3) == "max-depth"
+    assert frontier.admit("https://e.com/list/2", 2) == SEEN
+    # The sitemap names the list page: depth 0, and its links are followed again one deeper.
+    assert frontier.admit("https://e.com/list/2", 0) == CLOSER
+    assert frontier.follow_again("https://e.com/list/2") == [("https://e.com/item", 1), ("https://e.com/list/3", 1)]
+    assert frontier.admit("https://e.com/item", 1) is None and frontier.too_deep == set()
+    assert frontier.follow_again("https://e.com/list/2") == []            # depth 0: nothing shorter to come
+    # A canonical URL is the same page: followed at the same depth.
+    assert frontier.admit("https://e.com/alias", 2) is None
+    assert frontier.expand("https://e.com/alias", ["https://e.com/real"], step=0) == 2
+    assert frontier.admit("https://e.com/alias", 1) == CLOSER
+    assert frontier.follow_again("https://e.com/alias") == [("https://e.com/real", 1)]
+    assert frontier.expand("https://e.com/unknown", ["https://e.com/x"]) is None
 
 
 # -- PDF ------------------------------------------------------------------------------------------

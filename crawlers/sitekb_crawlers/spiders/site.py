@@ -6,6 +6,16 @@ is normalised before it is requested so one page is one document, and passes
 the frontier's limits (pages, depth, trap guards). Before any page, the
 site's ``/.well-known/tdmrep.json`` is read: a reserved URL is never fetched.
 
+Depth: a start URL or sitemap entry is depth 0, a link one more than its page.
+Scrapy runs ``start()`` interleaved with the responses, so a URL may be reached
+first deep through links and later at depth 0 through the sitemap (or by a
+shorter link path whose response came later). A URL's depth is its shortest
+distance, whatever the order (:mod:`sitekb_crawlers.frontier`): a ``max-depth``
+refusal is provisional (written when the crawl ends, voided if the URL is
+reached at an allowed depth), and a page found closer after its links were
+followed follows them again at the new depth. So a full and an incremental
+crawl of an unchanged site keep the same pages.
+
 A page that carries an opt-out signal, points elsewhere with rel=canonical,
 is disallowed by robots.txt or falls outside a limit becomes an exclusion
 with its rule, and nothing of its content is kept. Sections matching the
@@ -33,6 +43,7 @@ pages behind it are tried rather than silently left out.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, AsyncIterator, Iterator
 from urllib.parse import urljoin, urlsplit
 
@@ -47,8 +58,8 @@ from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from twisted.internet.defer import CancelledError
 
 from sitekb_crawlers import failures, parsers, pdf
-from sitekb_crawlers.frontier import SEEN, Frontier
-from sitekb_crawlers.items import ExclusionItem, FailureItem, PageItem
+from sitekb_crawlers.frontier import CLOSER, MAX_DEPTH, SEEN, Frontier
+from sitekb_crawlers.items import ExclusionItem, FailureItem, PageItem, VoidedExclusion
 from sitekb.sites import SiteConfig
 from sitekb.untrusted import UntrustedJson
 from sitekb_crawlers.middlewares import OutOfScope, SitemapUnchangedMiddleware
@@ -101,6 +112,12 @@ class SiteSpider(scrapy.Spider):
         spider.sitemap_failures: list[FailureItem] = []
         crawler.signals.connect(spider.on_headers, signal=signals.headers_received)
         return spider
+
+    def closed(self, reason: str) -> None:
+        if self.frontier.links_forgotten:
+            # Pages whose links did not fit the frontier's memory: a shorter path found to one of
+            # them later could not carry on down, so this crawl's pages may depend on order.
+            self.crawler.stats.set_value("sitekb/depth_links_forgotten", self.frontier.links_forgotten)
 
     # -- helpers ------------------------------------------------------------
 
@@ -285,6 +302,17 @@ class SiteSpider(scrapy.Spider):
 
     def schedule(self, url: str, depth: int) -> Iterator[Any]:
         """The request for ``url``, or the exclusion that keeps it out (each reported once)."""
+        yield from self.schedule_all([(url, depth)])
+
+    def schedule_all(self, pending: list[tuple[str, int]]) -> Iterator[Any]:
+        """Requests and exclusions for (URL, depth) pairs, in order; a URL now found closer than
+        before has the links of its page followed again at the new depth (a worklist, not recursion)."""
+        queue = deque(pending)
+        while queue:
+            url, depth = queue.popleft()
+            yield from self.schedule_one(url, depth, queue)
+
+    def schedule_one(self, url: str, depth: int, queue: deque[tuple[str, int]]) -> Iterator[Any]:
         try:
             url, rule = self.resolve(url)
         except ValueError:
@@ -305,12 +333,22 @@ class SiteSpider(scrapy.Spider):
                     purge=True,
                 )
             return
+        was_too_deep = url in self.frontier.too_deep
         refusal = self.frontier.admit(url, depth)
         if refusal == SEEN:
             return
+        if refusal == CLOSER:
+            self.inc("depth_shortened")
+            queue.extend(self.frontier.follow_again(url))
+            return
+        if was_too_deep and url not in self.frontier.too_deep:
+            # Reached at an allowed depth after all: the earlier max-depth refusal no longer holds.
+            self.inc(f"skipped/{MAX_DEPTH}", -1)
+            yield VoidedExclusion(url=url, rule=MAX_DEPTH)
         if refusal is not None:
             self.inc(f"skipped/{refusal}")
-            yield ExclusionItem(url=url, rule=refusal, detail=f"limit reached at depth {depth}")
+            yield ExclusionItem(url=url, rule=refusal, detail=f"limit reached at depth {depth}",
+                                provisional=refusal == MAX_DEPTH)
             return
         headers = {}
         meta: dict[str, Any] = {"handle_httpstatus_list": [304], "sitekb_url": url, "sitekb_depth": depth}
@@ -325,11 +363,22 @@ class SiteSpider(scrapy.Spider):
         yield scrapy.Request(url, callback=self.parse_page, errback=self.page_failed, headers=headers, meta=meta,
                              priority=-depth)
 
-    def follow(self, links: list[str], depth: int) -> Iterator[Any]:
-        if not self.site.crawl.follow_links:
+    def depth_of(self, keys: tuple[str, ...], default: int) -> int:
+        """The shortest depth the page is known at, under its request URL or where it redirected to."""
+        depths = [d for d in map(self.frontier.depth_of, keys) if d is not None]
+        return min(depths, default=default)
+
+    def follow(self, keys: tuple[str, ...], links: list[str], depth: int, step: int = 1) -> Iterator[Any]:
+        """Schedule the links of the page known under ``keys`` (``step`` 0: its canonical URL).
+
+        The frontier remembers them, so a shorter path to the page found later
+        follows them again at the new depth.
+        """
+        if step and not self.site.crawl.follow_links:
             return
-        for link in links:
-            yield from self.schedule(link, depth)
+        depths = [d for key in dict.fromkeys(keys) if (d := self.frontier.expand(key, links, step)) is not None]
+        at = min(depths, default=depth + step)
+        yield from self.schedule_all([(link, at) for link in links])
 
     def on_headers(self, headers, body_length, request, spider=None):
         # An image or a zip served under a page URL: stop after the headers, not after 5 MB.
@@ -346,7 +395,9 @@ class SiteSpider(scrapy.Spider):
     def parse_page(self, response: Response):
         url = response.meta.get("sitekb_url") or self.normalize(response.url)
         final_url = self.normalize(response.url)
-        depth = response.meta.get("sitekb_depth", 0)
+        # Not the depth the request was made at: a shorter path may have turned up since.
+        keys = (url, final_url)
+        depth = self.depth_of(keys, response.meta.get("sitekb_depth", 0))
         headers = {
             key: response.headers.get(key).decode("latin-1")
             for key in KEPT_HEADERS
@@ -374,9 +425,9 @@ class SiteSpider(scrapy.Spider):
         if media == PDF:
             yield from self.parse_pdf(response, common)
         else:
-            yield from self.parse_html(response, common, depth)
+            yield from self.parse_html(response, common, keys, depth)
 
-    def parse_html(self, response: Response, common: dict, depth: int):
+    def parse_html(self, response: Response, common: dict, keys: tuple[str, ...], depth: int):
         data = response.body
         if parsers.looks_binary(data):
             self.inc("bad_input/binary_body")
@@ -403,7 +454,7 @@ class SiteSpider(scrapy.Spider):
             canonical = self.normalize(facts.canonical)
             if canonical != common["final_url"] and self.scope.why_out(canonical) is None:
                 yield from self.exclude(common, "canonical", f"canonical is {canonical}")
-                yield from self.schedule(canonical, depth)
+                yield from self.follow(keys, [canonical], depth, step=0)   # the same page: the same depth
                 return
         body = self.cut_nosnippet(text, lowered_text)
         links = []
@@ -421,7 +472,7 @@ class SiteSpider(scrapy.Spider):
             self.inc("nofollow_pages")
         yield PageItem(**common, body=body, links=[] if nofollow else links)
         if not nofollow:
-            yield from self.follow(links, depth + 1)
+            yield from self.follow(keys, links, depth)
 
     def cut_nosnippet(self, text: str, lowered: str) -> str:
         if not self.nosnippet:
@@ -473,7 +524,7 @@ class SiteSpider(scrapy.Spider):
         yield PageItem(url=url, final_url=url, status=304, not_modified=True, unchanged_by_sitemap=unchanged,
                        depth=depth)
         # The body is unchanged, so are its links: follow the ones stored last time.
-        yield from self.follow(self.known.get(url, {}).get("links") or [], depth + 1)
+        yield from self.follow((url,), self.known.get(url, {}).get("links") or [], depth)
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -494,7 +545,7 @@ class SiteSpider(scrapy.Spider):
     def page_failed(self, failure):
         request = failure.request
         url = request.meta.get("sitekb_url", request.url)
-        depth = request.meta.get("sitekb_depth", 0)
+        depth = self.depth_of((url,), request.meta.get("sitekb_depth", 0))
         if failure.check(HttpError):
             status = failure.value.response.status
             self.inc(f"errors/http_{status}")
@@ -539,4 +590,4 @@ class SiteSpider(scrapy.Spider):
         # Unreached is not unchanged, but it is not gone either: as on a 304, the stored
         # links are followed, so the pages behind this one are tried (and fail or not) on
         # their own instead of vanishing from the snapshot uncounted.
-        yield from self.follow(self.known.get(url, {}).get("links") or [], depth + 1)
+        yield from self.follow((url,), self.known.get(url, {}).get("links") or [], depth)

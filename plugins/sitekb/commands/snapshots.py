@@ -10,24 +10,32 @@
     sitekb publish ID [--alias production] [--reason TEXT]
     sitekb rollback [--site S] [--alias production] [--reason TEXT]
     sitekb search QUESTION [--site S] [--mode vector|keyword|hybrid] [--alias A | --snapshot ID]
-    sitekb serve [--host 127.0.0.1] [--port 8000] [--api-key KEY ...]
+    sitekb serve [--host 127.0.0.1] [--port 8000] [--api-key-file PATH ...] [--api-key KEY ...]
 
-Settings read (resolved by the CLI): ``Settings.api_keys`` (serve, plus
-``--api-key``) besides the database settings every command reads.
+Settings read (resolved by the CLI): the database settings every command
+reads; for serve also ``Settings.api_keys`` (plus ``--api-key-file`` and
+``--api-key``) and ``Settings.api_database_url``. With an owner's URL (or the
+embedded server) serve migrates as the owner first; with only
+``SITEKB_API_DATABASE_URL`` it migrates nothing and refuses to start on a
+schema that is missing or older than this sitekb's.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from datetime import date
+from pathlib import Path
 
 from sitekb.commands import connect as _connect
 from sitekb.commands import print_json as _print_json
 from sitekb.commands import print_table
-from sitekb.errors import ConfigError
+from sitekb.errors import ConfigError, DatabaseUnavailable
 from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MODES
 from sitekb.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 # -- snapshots --------------------------------------------------------------
@@ -96,6 +104,9 @@ def cmd_pin(args: argparse.Namespace, settings: Settings) -> int:
     pinned = args.action == "pin"
     with _connect(settings) as conn:
         snap = snapshots.set_pinned(conn, args.snapshot_id, pinned)
+    if args.json:
+        _print_json({"snapshot_id": snap.snapshot_id, "site": snap.site, "pinned": snap.pinned})
+        return 0
     print(f"snapshot {snap.snapshot_id} of {snap.site} is {'pinned: retention keeps it' if pinned else 'unpinned'}")
     return 0
 
@@ -107,6 +118,9 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     keep = args.keep if args.keep is not None else load_site(args.site).keep_snapshots
     with _connect(settings) as conn:
         dropped = snapshots.apply_retention(conn, args.site, keep)
+    if args.json:
+        _print_json({"site": args.site, "keep": keep, "dropped": dropped})
+        return 0
     print(f"kept the newest {keep} snapshots of {args.site} plus aliased and pinned ones; "
           f"dropped {', '.join(map(str, dropped)) if dropped else 'none'}")
     return 0
@@ -117,6 +131,9 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 
     with _connect(settings) as conn:
         previous = snapshots.publish(conn, args.snapshot_id, args.alias, reason=args.reason or "manual publish")
+    if args.json:
+        _print_json({"alias": args.alias, "snapshot_id": args.snapshot_id, "previous": previous})
+        return 0
     print(f"alias {args.alias} -> snapshot {args.snapshot_id} (was {previous})")
     return 0
 
@@ -147,6 +164,9 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     with _connect(settings) as conn:
         site = _which_site(conn, args.site)
         old, new = snapshots.rollback(conn, site, args.alias, reason=args.reason or "rollback")
+    if args.json:
+        _print_json({"site": site, "alias": args.alias, "from_snapshot": old, "to_snapshot": new})
+        return 0
     print(f"rolled back {site}/{args.alias}: snapshot {old} -> {new}")
     return 0
 
@@ -187,18 +207,95 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         import uvicorn
     except ImportError:
         raise ConfigError("`sitekb serve` needs the serve extra: pip install 'sitekb[serve]'") from None
-    from sitekb import api, store
+    from sitekb import api
 
-    # Migrate as the owner; serve with SITEKB_API_DATABASE_URL (the reader role, say) when it is set.
-    owner_url = store.database_url(settings)
-    with store.connection(owner_url) as conn:
-        store.migrate(conn)
-    app = api.create_app(settings, database_url=settings.api_database_url or owner_url,
-                         api_keys=[*settings.api_keys, *(args.api_key or [])])
+    keys = api_keys(settings, args.api_key_file or (), args.api_key or ())
+    app = api.create_app(settings, database_url=serving_url(settings), api_keys=keys)
     print(f"sitekb API and search page on http://{args.host}:{args.port}/ "
           f"(OpenAPI at /openapi.json{'; API keys required' if app.state.api_keys else ''})", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.server_log_level)
     return 0
+
+
+def serving_url(settings: Settings) -> str:
+    """The URL ``serve`` reads with, its schema checked; migrated first as the owner when there is one.
+
+    Owner: ``SITEKB_DATABASE_URL``, else the embedded server, unless only
+    ``SITEKB_API_DATABASE_URL`` is set: a reader-only deployment (docker-compose's
+    sitekb-api) holds no owner credentials, and a separate job migrates.
+    """
+    from sitekb import store
+
+    reader_only = settings.api_database_url is not None and settings.database_url is None
+    if reader_only:
+        url = settings.api_database_url
+    else:
+        owner_url = store.database_url(settings)
+        with store.connection(owner_url) as conn:
+            store.migrate(conn)
+        url = settings.api_database_url or owner_url
+    check_schema(url, migrated_here=not reader_only)
+    return url
+
+
+def check_schema(url: str, *, migrated_here: bool = False) -> int:
+    """The schema version the API at ``url`` reads; DatabaseUnavailable if it is missing or too old."""
+    import psycopg
+
+    from sitekb import query, store
+    from sitekb.store.schema import latest_version
+
+    expected = latest_version()
+    todo = ("check that SITEKB_API_DATABASE_URL names the database SITEKB_DATABASE_URL migrates" if migrated_here
+            else "migrate it as the owner first (`sitekb db migrate` with SITEKB_DATABASE_URL; in docker-compose "
+                 "the sitekb-migrate service), then start `sitekb serve` again")
+    with store.connection(url) as conn:
+        try:
+            version = query.schema_version(conn)
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName,
+                psycopg.errors.InsufficientPrivilege) as exc:
+            raise DatabaseUnavailable(
+                f"the database at {store.redact(url)} has no sitekb schema this role may read "
+                f"({exc.diag.message_primary}): {todo}") from None
+    if version is None or version < expected:
+        raise DatabaseUnavailable(f"the database at {store.redact(url)} has sitekb schema version {version}, this "
+                                  f"sitekb needs {expected}: {todo}")
+    return version
+
+
+def api_keys(settings: Settings, files=(), given=()) -> list[str]:
+    """The keys ``serve`` requires: SITEKB_API_KEYS, then each key file, then ``--api-key`` (with a warning)."""
+    keys = list(settings.api_keys)
+    for path in files:
+        keys += read_key_file(Path(path))
+    if given:
+        log.warning("--api-key is visible to every user of this machine (ps, /proc/PID/cmdline): "
+                    "pass keys in SITEKB_API_KEYS or a file given with --api-key-file instead")
+        keys += list(given)
+    return keys
+
+
+def read_key_file(path: Path) -> list[str]:
+    """The keys in ``path``: one a line; blank lines and lines starting with # are skipped.
+
+    Warns when group or others may read the file; a file that cannot be read or
+    holds no key is a ConfigError (serving without keys would open the API).
+    """
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the API key file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the API key file {path} is not UTF-8 text: one key a line") from None
+    if mode & 0o044:
+        log.warning("the API key file %s may be read by other users (mode %03o): chmod 600 %s",
+                    path, mode & 0o777, path)
+    keys = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    if not keys:
+        raise ConfigError(f"the API key file {path} holds no key: one key a line (lines starting with # are "
+                          "comments)")
+    return keys
 
 
 def _date(text: str) -> date:
@@ -233,22 +330,26 @@ def register(sub) -> None:
     for action, text in (("pin", "keep a snapshot through retention"), ("unpin", "let retention drop it again")):
         pin = snaps_sub.add_parser(action, help=text)
         pin.add_argument("snapshot_id", type=int, help="snapshot id")
+        pin.add_argument("--json", action="store_true", help="print the snapshot's id, site and pin as JSON")
         pin.set_defaults(func=cmd_pin)
     prune = snaps_sub.add_parser("prune", help="apply retention now: drop old unaliased, unpinned snapshots")
     prune.add_argument("--site", required=True, help="site whose snapshots to prune")
     prune.add_argument("--keep", type=int, help="newest N to keep (default: the site config's keep_snapshots)")
+    prune.add_argument("--json", action="store_true", help="print the dropped snapshot ids as JSON")
     prune.set_defaults(func=cmd_prune)
 
     pub = sub.add_parser("publish", help="point an alias at a snapshot (atomic, recorded in the history)")
     pub.add_argument("snapshot_id", type=int, help="snapshot id (validated or previously published)")
     pub.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to move (default: {DEFAULT_ALIAS})")
     pub.add_argument("--reason", default="", help="why, for the history")
+    pub.add_argument("--json", action="store_true", help="print the alias, the snapshot and the previous one as JSON")
     pub.set_defaults(func=cmd_publish)
 
     rb = sub.add_parser("rollback", help="move an alias back to its previous snapshot (atomic)")
     rb.add_argument("--site", help="the site (may be left out when only one site has a published snapshot)")
     rb.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to move back (default: {DEFAULT_ALIAS})")
     rb.add_argument("--reason", default="", help="why, for the history")
+    rb.add_argument("--json", action="store_true", help="print the site, alias and the move as JSON")
     rb.set_defaults(func=cmd_rollback)
 
     search = sub.add_parser("search", help="top passages with their source URLs from a published snapshot")
@@ -276,8 +377,12 @@ def register(sub) -> None:
                                        "told otherwise.")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--api-key-file", action="append", type=Path, metavar="PATH",
+                       help="require the API keys in this file: one a line, # starts a comment (repeatable; adds "
+                            "to SITEKB_API_KEYS); keep it chmod 600")
     serve.add_argument("--api-key", action="append",
-                       help="require this API key (repeatable; adds to SITEKB_API_KEYS); none: open access")
+                       help="require this API key (repeatable; adds to SITEKB_API_KEYS). Other users see it in "
+                            "`ps`: prefer SITEKB_API_KEYS or --api-key-file. No key at all: open access")
     serve.add_argument("--log-level", dest="server_log_level", default="info",
                        choices=("critical", "error", "warning", "info", "debug"),
                        help="uvicorn log level")

@@ -10,6 +10,14 @@ task without retry and with its message, and marks the run failed; anything
 else (lost connection, HTTP 429 after the client's own retries) is left to
 Airflow's retries. Every task logs the site, the run and what its stage did.
 
+Every task can run again on a finished run (Airflow's "clear task" after the
+run succeeded or was blocked): :func:`run_context` then skips the task with
+the reason (:meth:`sitekb.stages.RunContext.finished`), before anything is
+read or written, so nothing is rebuilt, judged, demoted or published again,
+and no callback fires (no notification is sent twice, no Asset event is
+emitted again); ``start`` hands the run id on unchanged, the approval is not
+asked again, and only ``report`` reads the finished run.
+
 Settings read: :func:`sitekb.orchestration.settings.task_settings`.
 """
 
@@ -32,6 +40,7 @@ from sitekb.passages import DEFAULT_ALIAS
 from sitekb.settings import PROCESS_ENVIRONMENT
 from sitekb.sites import SiteConfig, resolve_site
 from sitekb.stages import Stage, get
+from sitekb.stages.context import finished
 from sitekb.store import runs, snapshots
 
 log = logging.getLogger(__name__)
@@ -56,13 +65,29 @@ def _terminal_errors() -> Iterator[None]:
 
 
 @contextmanager
-def run_context(run_id: str):
-    """The run's stage context with this task's settings and a connection; sitekb errors fail the task."""
+def run_context(run_id: str, *, finished_ok: bool = False):
+    """The run's stage context with this task's settings and a connection; sitekb errors fail the task.
+
+    A finished run (succeeded or blocked) skips the task with the reason, unless ``finished_ok`` (a task that
+    only reads, like ``report``).
+    """
     _prepare()
     settings = task_settings()
     url = store.database_url(settings)
     with _terminal_errors(), store.connection(url) as conn:
-        yield engine.context(conn, settings, url, run_id)
+        ctx = engine.context(conn, settings, url, run_id)
+        why = None if finished_ok else ctx.finished()
+        if why is not None:
+            raise AirflowSkipException(f"sitekb {ctx.site.name}: {why}")
+        yield ctx
+
+
+def skip_if_finished(context) -> None:
+    """A task's ``pre_execute`` hook: skip an operator sitekb does not write (the approval) on a finished run."""
+    run_id = context["ti"].xcom_pull(task_ids="start")
+    if run_id:
+        with run_context(run_id):
+            pass
 
 
 def start(site_file: str, params: dict, dag_run_id: str) -> str:
@@ -78,10 +103,10 @@ def start(site_file: str, params: dict, dag_run_id: str) -> str:
         run_id = f"{config.name}__{dag_run_id}"
         with store.connection(store.database_url(settings)) as conn:
             store.migrate(conn)
-            existing = runs.find(conn, run_id)
-            if existing is not None and existing.status == "succeeded":
-                # A cleared start task of a published run must not set it running again.
-                log.info("sitekb %s: run %s is %s already; nothing to start", config.name, run_id, existing.status)
+            why = finished(runs.find(conn, run_id))
+            if why is not None:
+                # A cleared start task of a finished run must not set it running again; the later tasks skip.
+                log.info("sitekb %s: nothing to start: %s", config.name, why)
                 return run_id
             engine.start(conn, settings, config, run_id, {
                 "alias": params.get("alias") or DEFAULT_ALIAS,
@@ -188,7 +213,7 @@ def report(run_id: str | None, site: str) -> dict:
     """The run's summary for its note (set by the listener) and the log."""
     if not run_id:
         return {"note": f"sitekb {site}: the run did not start (see the start task's log)"}
-    with run_context(run_id) as ctx:
+    with run_context(run_id, finished_ok=True) as ctx:
         summary = reports.run_summary(ctx.conn, run_id)
         note = reports.format_note(summary)
     for line in note.splitlines():
@@ -267,6 +292,8 @@ def approval_task(config: SiteConfig):
                                                                       for n in config.airflow.notifiers],
                                          event="approval")],
         on_success_callback=[_record_rejection],
+        # A finished run is not put to its approvers again (nor are they notified again).
+        pre_execute=skip_if_finished,
         retries=0,
     )
 
@@ -281,7 +308,12 @@ def _record_rejection(context) -> None:
     user = answer.get("responded_by_user") or {}
     who = user.get("name") or user.get("id") or "unknown"
     why = ((answer.get("params_input") or {}).get("reason") or "").strip() or "no reason given"
-    with run_context(run_id) as ctx:
+    with run_context(run_id, finished_ok=True) as ctx:
+        over = ctx.finished()
+        if over is not None:
+            # A callback cannot skip its task: a finished run keeps its verdict, audit log and alerts as they are.
+            log.info("sitekb %s: the answer of %s is not recorded: %s", ctx.site.name, who, over)
+            return
         snap = snapshots.for_run(ctx.conn, run_id)
         if snap is not None:
             snapshots.reject(ctx.conn, snap.snapshot_id, ctx.params.get("alias") or DEFAULT_ALIAS,

@@ -9,11 +9,17 @@ into one of sitekb's two kinds of error.
 Retries are the client's own (``max_retries``): exponential backoff with
 jitter from 0.5 s up to 8 s, and a server's ``Retry-After`` /
 ``Retry-After-Ms`` honoured up to two minutes, on 408, 409, 429, 5xx,
-timeouts and lost connections. What still fails after them is a
-:class:`~sitekb.errors.TransientError` (Airflow retries the task, and the
-embedding cache makes that retry pay only for what is missing). A refused key,
-an unknown model or a rejected request is terminal
-(:class:`~sitekb.errors.ConfigError` / :class:`~sitekb.errors.SitekbError`).
+timeouts and lost connections. What still fails after them is an
+:class:`~sitekb.errors.EmbeddingServiceUnavailable`, a transient error
+(Airflow retries the task, and the embedding cache makes that retry pay only
+for what is missing). An answer that is not embeddings (a body that is not
+JSON, too few vectors, a bad index, NaN) is
+:class:`~sitekb.errors.EmbeddingServiceFailed`: terminal, since the same
+server asked again answers the same way. Vectors of another size than
+configured, a refused key, an unknown model are a
+:class:`~sitekb.errors.ConfigError`; another rejected request a
+:class:`~sitekb.errors.SitekbError`. Every message names the server without
+the user and password its URL may carry.
 
 Settings read: none directly; the key and base URL come from
 :func:`sitekb.embedding.embedder_for_site` (``OPENAI_API_KEY`` /
@@ -28,10 +34,11 @@ import binascii
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from sitekb.errors import ConfigError, SitekbError, TransientError
+from sitekb.errors import ConfigError, EmbeddingServiceFailed, EmbeddingServiceUnavailable, SitekbError
 from sitekb.providers.base import (
     MODEL_SPECS,
     OPENAI_DEFAULT_MODEL,
@@ -94,7 +101,7 @@ class OpenAIEmbedder:
         self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        where = self.base_url or "api.openai.com"
+        where = _without_credentials(self.base_url) if self.base_url else "api.openai.com"
         return f"OpenAIEmbedder(model={self.model!r}, dimensions={self.dimensions}, base_url={where!r})"
 
     # -- client ----------------------------------------------------------------
@@ -157,7 +164,10 @@ class OpenAIEmbedder:
 
         client = self._client()
         kwargs = {"dimensions": self.dimensions} if self._send_dimensions else {}
-        where = self.base_url or "the OpenAI API"
+        where = self.where
+        tries = f"after {self.max_retries} {'retry' if self.max_retries == 1 else 'retries'}"
+        wait = ("What was embedded stays cached (embedding.max_retries and embedding.timeout_seconds say how "
+                "long to keep trying)")
         try:
             # base64: a quarter of the JSON size, decoded straight into numpy.
             response = client.embeddings.create(model=self.model, input=texts, encoding_format="base64", **kwargs)
@@ -165,52 +175,90 @@ class OpenAIEmbedder:
             raise ConfigError(f"{where} refused the API key ({exc.status_code}): {_message(exc)}. "
                               "Check OPENAI_API_KEY or the Airflow connection 'sitekb_openai'.") from exc
         except openai.NotFoundError as exc:
-            raise ConfigError(f"{where} does not know model {self.model!r} or the embeddings endpoint "
-                              f"(404): {_message(exc)}. Check embedding.model and the base URL.") from exc
-        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise TransientError(f"{where} did not answer after {self.max_retries} retries: {exc}") from exc
+            raise ConfigError(f"{where} does not know model {self.model!r} or the embeddings "
+                              f"endpoint (404): {_message(exc)}. Check embedding.model and the base URL.") from exc
+        except openai.APITimeoutError as exc:
+            raise EmbeddingServiceUnavailable(
+                f"{where} kept failing: no answer within {self.timeout:g}s, {tries}; {wait}"
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise EmbeddingServiceUnavailable(
+                f"{where} kept failing: cannot connect ({_cause(exc)}), {tries}; {wait}"
+            ) from exc
         except openai.APIStatusError as exc:
             if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
-                raise TransientError(f"{where} answered {exc.status_code} after {self.max_retries} retries: "
-                                     f"{_message(exc)}") from exc
+                raise EmbeddingServiceUnavailable(
+                    f"{where} kept failing: answered {exc.status_code} ({_message(exc)}), "
+                    f"{tries}; {wait}"
+                ) from exc
             raise SitekbError(f"{where} rejected an embeddings request of {len(texts)} inputs "
                               f"({exc.status_code}): {_message(exc)}") from exc
         except (openai.APIResponseValidationError, ValueError, TypeError, KeyError) as exc:
-            # The client raises these on a body that is not an embeddings response.
-            raise TransientError(f"{where} sent a malformed embeddings response: {exc}") from exc
+            # The client raises these on a body that is not JSON, or not an embeddings response.
+            what = ("the body is not valid JSON" if isinstance(exc, ValueError) and "JSON" in type(exc).__name__
+                    else "its body does not have the shape of one")
+            raise self._garbage(f"{what} ({_first_line(exc)})") from exc
         vectors = self._vectors(response, len(texts), where)
         usage = getattr(response, "usage", None)
         billed = getattr(usage, "prompt_tokens", None) if usage is not None else None
         return vectors, billed if isinstance(billed, int) else None
 
+    @property
+    def where(self) -> str:
+        """The server, for messages: never its user or password (OPENAI_BASE_URL may carry them)."""
+        return f"embedding server {_without_credentials(self.base_url)}" if self.base_url else "the OpenAI API"
+
+    def _garbage(self, what: str) -> EmbeddingServiceFailed:
+        return EmbeddingServiceFailed(
+            f"{self.where} answered with something that is not an embeddings response: {what}. "
+            "Check that OPENAI_BASE_URL (or embedding.base_url) is an OpenAI-compatible /v1 endpoint serving "
+            f"{self.model!r}; nothing of this answer was stored"
+        )
+
     def _vectors(self, response, expected: int, where: str) -> np.ndarray:
         data = getattr(response, "data", None)
         if not isinstance(data, list) or len(data) != expected:
-            got = len(data) if isinstance(data, list) else type(data).__name__
-            raise TransientError(f"{where} sent a malformed embeddings response: {got} embeddings for "
-                                 f"{expected} inputs")
+            got = len(data) if isinstance(data, list) else f"no list ({type(data).__name__})"
+            raise self._garbage(f"{got} vectors for {expected} inputs")
         out = np.empty((expected, self.dimensions), dtype=np.float32)
         seen = set()
         for item in data:
             index = getattr(item, "index", None)
             raw = getattr(item, "embedding", None)
             if not isinstance(index, int) or not 0 <= index < expected or index in seen:
-                raise TransientError(f"{where} sent a malformed embeddings response: bad index {index!r}")
+                raise self._garbage(f"a vector with the index {index!r} (expected each of 0..{expected - 1} once)")
             seen.add(index)
             try:
                 vector = (np.frombuffer(base64.b64decode(raw, validate=True), dtype="<f4") if isinstance(raw, str)
                           else np.asarray(raw, dtype=np.float32))  # a server that ignores encoding_format
             except (binascii.Error, ValueError, TypeError) as exc:
-                raise TransientError(f"{where} sent a malformed embedding at index {index}: {exc}") from exc
+                raise self._garbage(f"the vector at index {index} cannot be decoded ({_first_line(exc)})") from exc
             if vector.shape != (self.dimensions,):
+                ignored = (" (it ignores the `dimensions` parameter, or serves another model)"
+                           if self._send_dimensions else "")
                 raise ConfigError(
-                    f"{where} returned {vector.size}-dimensional vectors for {self.model!r}, but sitekb expects "
-                    f"{self.dimensions}: set embedding.dimensions to the model's size"
+                    f"{where} returned {vector.size}-dimensional vectors for {self.model!r}, "
+                    f"but sitekb expects {self.dimensions}{ignored}: set embedding.dimensions to the model's size"
                 )
             if not np.isfinite(vector).all():
-                raise TransientError(f"{where} sent a malformed embedding at index {index}: not finite")
+                raise self._garbage(f"the vector at index {index} holds NaN or infinite values")
             out[index] = vector
         return out
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def _cause(exc: BaseException) -> str:
+    """What lies under the client's "Connection error." (refused, reset, name not known)."""
+    cause = exc.__cause__ or exc.__context__
+    return _first_line(cause) if cause is not None else _first_line(exc)
 
 
 def _message(exc) -> str:

@@ -3,6 +3,8 @@
 - :mod:`~sitekb.quality.measures`: pure functions, one number per check, per
   document and per batch (no database, no Great Expectations).
 - :mod:`~sitekb.quality.duplicates`: exact and near duplicates across a crawl.
+- :mod:`~sitekb.quality.injection`: text written to steer a chatbot (a measure
+  of the safety checks; hidden text is found by :mod:`sitekb.extract`).
 - :mod:`~sitekb.quality.checks`: one rule over one measured column, and a
   failure of it; :mod:`~sitekb.quality.suites`: the three suites as code,
   thresholds from the site config's ``quality`` section.
@@ -16,6 +18,7 @@
 - :mod:`~sitekb.quality.golden`: the golden questions, checked against a
   snapshot's pages, asked of it and judged against the live one.
 
-Imports run one way: measures and checks know nothing of the rest; suites use
-both; the runner uses checks; gate, quarantine and golden use everything and the store.
+Imports run one way: injection and checks know nothing of the rest; measures
+use injection; suites use measures and checks; the runner uses checks; gate,
+quarantine and golden use everything and the store.
 """

@@ -1,12 +1,17 @@
 """The quality gate of one run, over the store: documents, chunks, batch.
 
 - :func:`validate_documents` (validate stage): measures every extracted
-  document (:mod:`~sitekb.quality.measures`), flags exact and near duplicates
-  across the crawl (:mod:`~sitekb.quality.duplicates`), validates the measures
-  with the ``sitekb.documents`` suite and marks each document accepted or
-  quarantined with every failed check and its measured value. A failing
-  document with an approval for its exact content hash is accepted
-  (:mod:`~sitekb.quality.quarantine`).
+  document (:mod:`~sitekb.quality.measures`), with the hidden text of its
+  stored page (:func:`hidden_text_of_run`: the extractor dropped it, so the
+  page is parsed again here), flags exact and near duplicates across the crawl
+  (:mod:`~sitekb.quality.duplicates`), validates the measures with the
+  ``sitekb.documents`` suite and marks each document accepted or quarantined
+  with every failed check and its measured value. A failing document with an
+  approval for its exact content hash is accepted
+  (:mod:`~sitekb.quality.quarantine`). The safety checks follow the site's
+  policies: ``report`` flags a page and keeps it (``flagged_urls``, and the
+  failures under ``flags`` in its measures), ``quarantine`` holds it back,
+  ``block`` holds it back and names it in ``blocked_urls``, which fails the run.
 - :func:`check_chunks` (end of the chunk stage): the ``sitekb.chunks`` suite;
   a document with nothing to embed or a chunk over the model's token limit is
   quarantined and its chunks dropped.
@@ -30,7 +35,7 @@ from sitekb.quality import duplicates, measures, suites
 from sitekb.quality.checks import Failure
 from sitekb.quality.runner import Outcome, validate_rows
 from sitekb.sites import QualityConfig, SiteConfig
-from sitekb.store import approvals, chunks, documents
+from sitekb.store import approvals, chunks, documents, pages
 
 
 def data_docs_dir(site: SiteConfig, run_id: str, home: Path) -> Path | None:
@@ -62,9 +67,21 @@ def prune_data_docs(site: SiteConfig, home: Path, keep_run_ids: set[str]) -> lis
     return deleted
 
 
-def document_rows(docs: list[Mapping], config: QualityConfig) -> list[dict]:
-    """The measured rows of the document suite, duplicate flags included."""
+def hidden_text_of_run(conn: psycopg.Connection, site: SiteConfig, run_id: str) -> dict[str, dict]:
+    """The hidden-text measures of every page the run kept, by URL (streamed: one page body at a time)."""
+    from sitekb.extract import hidden_text_of_page
+
+    selectors = tuple(site.opt_out.nosnippet_selectors)
+    return {page.url: measures.measure_hidden(hidden_text_of_page(page.body, page.content_type, selectors))
+            for page in pages.kept_pages(conn, site.name, run_id)}
+
+
+def document_rows(docs: list[Mapping], config: QualityConfig,
+                  hidden: Mapping[str, Mapping] | None = None) -> list[dict]:
+    """The measured rows of the document suite, hidden-text measures (by URL) and duplicate flags included."""
     rows = [measures.measure_document(doc) for doc in docs]
+    for row in rows:
+        row.update((hidden or {}).get(row["url"], {}))
     # Which copy of a duplicate cluster is kept depends on which copies are otherwise healthy.
     others = [c for c in suites.document_checks(config) if c.name not in ("duplicate", "near_duplicate")]
     found = duplicates.find_duplicates(
@@ -84,28 +101,48 @@ def validate_documents(conn: psycopg.Connection, run_id: str, site: SiteConfig,
                        docs_dir: Path | None = None) -> dict:
     """Accept or quarantine every document of the run; return counts for the run record."""
     docs = documents.for_validation(conn, run_id)
-    rows = document_rows(docs, site.quality)
+    rows = document_rows(docs, site.quality, hidden_text_of_run(conn, site, run_id))
     outcome = validate_rows(suites.DOCUMENTS, suites.document_checks(site.quality), rows,
                             data_docs_dir=docs_dir, run_name=run_id)
+    reported, blocking = suites.reported_checks(site.quality), suites.blocking_checks(site.quality)
     approved_texts = approvals.for_site(conn, site.name)
-    verdicts, quarantined, approved = [], {}, {}
+    verdicts, quarantined, approved, flagged, blocked = [], {}, {}, {}, {}
     by_check: Counter[str] = Counter()
     for doc, row in zip(docs, rows):
         failures = outcome.failures.get(doc["url"], [])
+        # Kept in the measures, not the failures: a failure quarantines, a flag under `report` does not.
+        flags = [f for check in reported if (f := check.judge(row)) is not None]
+        if flags:
+            row["flags"] = [f.as_dict() for f in flags]
+            flagged[doc["url"]] = [f"{f.check}: {f.message}" for f in flags]
         approval = approved_texts.get((doc["url"], doc["content_hash"])) if failures else None
         status = "quarantined" if failures and approval is None else "accepted"
         if status == "quarantined":
             quarantined[doc["url"]] = [f.check for f in failures]
             by_check.update(f.check for f in failures)
+            if blocking_failed := sorted({f.check for f in failures} & blocking):
+                blocked[doc["url"]] = blocking_failed
         elif approval is not None:
             approved[doc["url"]] = approval["reason"]
         verdicts.append((doc["url"], status, [f.as_dict() for f in failures], row,
                          approval["id"] if approval else None))
     documents.set_verdicts(conn, run_id, verdicts)
     return {"documents": len(docs), "accepted": len(docs) - len(quarantined), "quarantined": len(quarantined),
-            "approved": len(approved), "quarantined_urls": quarantined, "approved_urls": approved,
-            "failed_checks": dict(sorted(by_check.items())), "engine": outcome.engine,
+            "approved": len(approved), "flagged": len(flagged), "blocked": len(blocked),
+            "quarantined_urls": quarantined, "approved_urls": approved, "flagged_urls": flagged,
+            "blocked_urls": blocked, "failed_checks": dict(sorted(by_check.items())), "engine": outcome.engine,
             "data_docs": outcome.data_docs, "suite_seconds": round(outcome.seconds, 3)}
+
+
+def blocked_message(site: SiteConfig, run_id: str, blocked: Mapping[str, list[str]]) -> str:
+    """One line for a run the safety checks blocked: which pages, which checks, what to do."""
+    shown = "; ".join(f"{url} ({', '.join(checks)})" for url, checks in sorted(blocked.items())[:5])
+    more = f" and {len(blocked) - 5} more" if len(blocked) > 5 else ""
+    return (f"run {run_id} of {site.name!r} was blocked by the quality gate: {len(blocked)} page(s) failed a "
+            f"check whose policy is block: {shown}{more}. Nothing was published; `sitekb quarantine` shows each "
+            "page's reason. Remove the text from the site, approve a page that is legitimate (`sitekb quarantine "
+            "approve URL --reason ...`), or set quality.prompt_injection / quality.hidden_text to quarantine, "
+            "then run again.")
 
 
 def check_chunks(conn: psycopg.Connection, run_id: str, max_tokens: int, docs_dir: Path | None = None) -> dict:

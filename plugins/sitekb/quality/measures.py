@@ -17,6 +17,14 @@ phrases, timestamps and ``[inaudible]`` markers: hand-written, since no
 well-kept library scores automatic captions). Duplicates are measured across
 the crawl by :mod:`sitekb.quality.duplicates`.
 
+Safety measures of a document: the first phrase of its title and text that
+reads as an instruction to an AI model (:mod:`sitekb.quality.injection`), with
+its kind, section and excerpt; and, when the gate passes the page's hidden
+text in (``doc["hidden"]``, :func:`sitekb.extract.hidden_text_of_page`), how
+many words of prose the page hides from its visitors, how, and the first
+instruction to an AI model among them. Without it (a document measured on its
+own) the hidden-text measures are null, which every check passes.
+
 Measures of a batch: page, document and chunk counts and their drop against
 the live snapshot, the error rate and the quarantine rate.
 """
@@ -25,7 +33,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from sitekb.quality.injection import find_instructions
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 TIMESTAMP = re.compile(r"\[?\(?\b\d{1,2}:\d{2}(?::\d{2})?\b\)?\]?")
@@ -129,11 +140,50 @@ def boilerplate_share(extracted_words: int, visible_words: int | None) -> float 
     return round(min(1.0, max(0.0, 1 - extracted_words / visible_words)), 4)
 
 
+HIDDEN_EXCERPT_CHARS = 160
+
+
+def measure_injection(title: str | None, text: str) -> dict:
+    """The first instruction to an AI model in a document's title and text, and how many there are (up to 5)."""
+    # The extractor writes the title as the first '# ' line when the page's own h1 is missing.
+    in_text = not title or text.lstrip().startswith(f"# {title}")
+    found = find_instructions(text if in_text else f"{title}\n\n{text}")
+    first = found[0] if found else None
+    return {
+        "injection": first.phrase if first else None,
+        "injection_kind": first.kind if first else None,
+        "injection_section": first.section if first else None,
+        "injection_excerpt": first.excerpt if first else None,
+        "injections": len(found),
+    }
+
+
+def measure_hidden(hidden: Sequence | None) -> dict:
+    """Words of prose hidden from visitors, how they are hidden, and the first instruction to an AI among them.
+
+    ``hidden``: the page's :class:`sitekb.extract.HiddenText` items; None when unknown (all measures null).
+    """
+    if hidden is None:
+        return {"hidden_words": None, "hidden_how": None, "hidden_excerpt": None, "hidden_injection": None}
+    words = sum(h.words for h in hidden)
+    ways = Counter(h.how for h in hidden if h.text)
+    instructions = next((found for h in hidden if h.text and (found := find_instructions(h.text, limit=1))), None)
+    sample = " … ".join(h.text for h in sorted(hidden, key=lambda h: -h.words) if h.words)
+    return {
+        "hidden_words": words,
+        "hidden_how": ", ".join(f"{how} ×{n}" if n > 1 else how for how, n in ways.most_common()) or None,
+        "hidden_excerpt": (sample[:HIDDEN_EXCERPT_CHARS - 1] + "…" if len(sample) > HIDDEN_EXCERPT_CHARS
+                           else sample) or None,
+        "hidden_injection": instructions[0].phrase if instructions else None,
+    }
+
+
 def measure_document(doc: Mapping) -> dict:
     """The measured values of one extracted document (a row of the document suite).
 
     ``doc`` has the columns of ``sitekb.documents``: url, title, markdown,
-    word_count, language, and optionally visible_words.
+    word_count, language, and optionally visible_words and hidden (the page's
+    hidden text, see :func:`measure_hidden`).
     """
     text = doc.get("markdown") or ""
     words = doc.get("word_count")
@@ -154,6 +204,8 @@ def measure_document(doc: Mapping) -> dict:
         "boilerplate_share": boilerplate_share(words, doc.get("visible_words")),
         "looks_like_transcript": transcript,
         "transcript_noise": transcript_noise(text) if transcript else None,
+        **measure_injection(doc.get("title"), text),
+        **measure_hidden(doc.get("hidden")),
     }
 
 

@@ -8,6 +8,12 @@ A quarantined document stays in ``sitekb.documents`` with status
 validate stage accepts that URL for as long as its text hashes the same (a
 changed page needs a new approval).
 
+The safety checks are document checks too: a page that quotes an injection
+on purpose (a security article) is approved like any other. Its hidden text
+is not part of the content hash (it never reaches the knowledge base), so an
+approval of a page flagged for hidden text holds while its visible text stays
+the same.
+
 Approvals cover the document checks only. A document whose chunks do not fit
 the embedding model (checks ``chunks``/``max_chunk_tokens``) cannot be
 approved: the model could not take it anyway.

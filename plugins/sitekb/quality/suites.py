@@ -16,6 +16,15 @@ tests hold the two to the same verdicts).
 
 Thresholds come from the site config's ``quality`` section
 (:class:`sitekb.sites.QualityConfig`).
+
+The safety checks (``prompt_injection``; ``hidden_text`` and
+``hidden_injection``) follow the site's policy for them
+(``quality.prompt_injection``, ``quality.hidden_text``): under ``quarantine``
+and ``block`` they are document checks like the others (a failing page is
+quarantined, and an approval lets it through); under ``report`` they are left
+out of the suite and :func:`reported_checks` judges them, so a flagged page is
+named in the run's record and kept. :func:`blocking_checks` names those whose
+failure fails the run.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from collections.abc import Mapping
 
 from sitekb.quality import measures
 from sitekb.quality.checks import Check, Failure
-from sitekb.sites import QualityConfig
+from sitekb.sites import Policy, QualityConfig
 
 DOCUMENTS = "sitekb.documents"
 CHUNKS = "sitekb.chunks"
@@ -33,6 +42,51 @@ BATCH = "sitekb.batch"
 
 def _pct(value) -> str:
     return f"{value:.0%}" if isinstance(value, (int, float)) else str(value)
+
+
+def _quoted(value) -> str:
+    text = " ".join(str(value).split())
+    return f"“{text[:157]}…”" if len(text) > 160 else f"“{text}”"
+
+
+def safety_checks(config: QualityConfig) -> list[tuple[Check, Policy]]:
+    """The safety checks of a document, each with the site's policy for it."""
+    return [
+        (Check("prompt_injection", "injection", "null",
+               describe=lambda v, r: (f"text reads as an instruction to an AI model ({r.get('injection_kind')}): "
+                                      f"{_quoted(v)} in {_section(r.get('injection_section'))}, "
+                                      f"{r.get('injections')} such phrase(s); approve the page if it only quotes "
+                                      "such text (policy quality.prompt_injection)"),
+               description="No text addressed to an AI model (ignore previous instructions, chat-template "
+                           "tokens, role play, notes to AI assistants)."),
+         config.prompt_injection),
+        (Check("hidden_text", "hidden_words", "between", max_value=config.max_hidden_words,
+               describe=lambda v, r: (f"{v} words are hidden from visitors ({r.get('hidden_how')}; limit "
+                                      f"{config.max_hidden_words}), e.g. {_quoted(r.get('hidden_excerpt'))}; "
+                                      "they are left out of the knowledge base (policy quality.hidden_text)"),
+               description=f"At most {config.max_hidden_words} words of prose hidden from visitors."),
+         config.hidden_text),
+        (Check("hidden_injection", "hidden_injection", "null",
+               describe=lambda v, r: (f"hidden text ({r.get('hidden_how')}) reads as an instruction to an AI "
+                                      f"model: {_quoted(v)}; it is left out of the knowledge base "
+                                      "(policy quality.hidden_text)"),
+               description="No hidden text addressed to an AI model."),
+         config.hidden_text),
+    ]
+
+
+def _section(section: str | None) -> str:
+    return f"section {_quoted(section)}" if section else "the page's opening"
+
+
+def reported_checks(config: QualityConfig) -> list[Check]:
+    """Safety checks whose policy is ``report``: judged apart, their failures flag a page and keep it."""
+    return [check for check, policy in safety_checks(config) if policy == "report"]
+
+
+def blocking_checks(config: QualityConfig) -> frozenset[str]:
+    """Names of the safety checks whose policy is ``block``: a page failing one fails the run."""
+    return frozenset(check.name for check, policy in safety_checks(config) if policy == "block")
 
 
 def document_checks(config: QualityConfig) -> list[Check]:
@@ -75,6 +129,7 @@ def document_checks(config: QualityConfig) -> list[Check]:
                                      f"threshold {_pct(config.near_duplicate_threshold)})"),
               description=f"No near-duplicate (MinHash Jaccard >= {config.near_duplicate_threshold}) of another document."),
     ]
+    checks += [check for check, policy in safety_checks(config) if policy != "report"]
     return checks
 
 

@@ -128,8 +128,9 @@ def _checked_address(site: SiteConfig, url: str) -> tuple[str, int]:
     if (private or is_private_host(parts.hostname)) and not site.crawl.allow_private_addresses:
         raise CrawlFailed(
             f"the start URL {url} of site {site.name!r} resolves to a private address "
-            f"({', '.join(private) or parts.hostname}); set crawl.allow_private_addresses: true only for "
-            "a site you run yourself (the demo, tests)."
+            f"({', '.join(private) or parts.hostname}). Only for a site you run yourself (the demo, tests): "
+            "add --allow-private to `sitekb run --start-url`, or set crawl.allow_private_addresses: true "
+            "in the site file"
         )
     return infos[0][4][0], port
 

@@ -6,22 +6,45 @@ accepted, or quarantined with every failed check and its measured value
 (never silently dropped). A content owner's approval of the exact text lets
 a failing document through. Data Docs go under ``$SITEKB_HOME/data_docs``.
 
-Settings read: the site config's ``quality`` section; ``Settings.home``.
+The safety checks (text addressed to an AI model, hidden text) follow the
+site's policies: a page flagged under ``report`` is accepted and named in the
+record (``flagged_urls``) and the log; under ``quarantine`` it is held back
+like any failing page; under ``block`` it is held back too and the run stops
+here, blocked, with one line naming the pages (an approval of a page lets it
+through, so it no longer blocks).
+
+Settings read: the site config's ``quality`` section (``prompt_injection``,
+``hidden_text``, ``max_hidden_words`` among them) and
+``opt_out.nosnippet_selectors``; ``Settings.home``.
 """
 
 from __future__ import annotations
 
+import logging
+
 from sitekb.stages.context import RunContext, StageResult
+
+log = logging.getLogger(__name__)
 
 
 def run(ctx: RunContext) -> StageResult:
+    from sitekb.errors import QualityGateFailed
     from sitekb.quality import gate
+    from sitekb.store import runs
 
     out = gate.validate_documents(ctx.conn, ctx.run_id, ctx.site, gate.data_docs_dir(ctx.site, ctx.run_id, ctx.home))
-    details = {k: out.pop(k) for k in ("quarantined_urls", "approved_urls", "failed_checks")}
+    details = {k: out.pop(k) for k in ("quarantined_urls", "approved_urls", "flagged_urls", "blocked_urls",
+                                       "failed_checks")}
+    for url, flags in sorted(details["flagged_urls"].items()):
+        log.warning("flagged (policy report), kept: %s: %s", url, "; ".join(flags))
     failed = ", ".join(f"{k}={v}" for k, v in details["failed_checks"].items()) or "none"
-    return StageResult(
-        counts=out, details=details,
-        summary=(f"{out['accepted']} of {out['documents']} documents accepted, {out['quarantined']} quarantined "
-                 f"(failed checks: {failed}), {out['approved']} let through by an approval; {out['engine']}"),
-    )
+    summary = (f"{out['accepted']} of {out['documents']} documents accepted, {out['quarantined']} quarantined "
+               f"(failed checks: {failed}), {out['approved']} let through by an approval, "
+               f"{out['flagged']} flagged and kept; {out['engine']}")
+    stop = None
+    if details["blocked_urls"]:
+        message = gate.blocked_message(ctx.site, ctx.run_id, details["blocked_urls"])
+        runs.finish(ctx.conn, ctx.run_id, "blocked", message)
+        stop = QualityGateFailed(message)
+        summary = f"BLOCKED: {out['blocked']} page(s) failed a check whose policy is block; {summary}"
+    return StageResult(counts=out, details=details, summary=summary, stop=stop)

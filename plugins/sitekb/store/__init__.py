@@ -13,7 +13,8 @@
   :mod:`~sitekb.store.snapshots` snapshot records, aliases and retention;
   :mod:`~sitekb.store.snapshot_tables` the snapshot tables themselves;
   :mod:`~sitekb.store.knowledge` the Airflow Knowledge view's reads;
-  :mod:`~sitekb.store.locks` the advisory locks writers take, with a bounded wait.
+  :mod:`~sitekb.store.locks` the locks writers take (rows of ``sitekb.locks``), with a bounded wait;
+  :mod:`~sitekb.store.history` the bound on run history (old runs and their ledgers).
 
 Stages, CLI commands and the crawler call these functions; none of them
 writes SQL of its own. Reads that frontends make go through the SQL API

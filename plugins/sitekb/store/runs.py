@@ -9,6 +9,7 @@ stage by stage, what each stage did (``stages``: counts, decisions, seconds).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,9 @@ from psycopg.rows import dict_row
 from sitekb.errors import NotFound, RunInProgress, SitekbError
 from sitekb.redaction import redact
 from sitekb.sites import SiteConfig
-from sitekb.store import locks
+from sitekb.store import history, locks
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,6 +70,10 @@ def start(conn: psycopg.Connection, site: SiteConfig, run_id: str, params: dict,
                 (f"{why}; taken over by run {run_id}", other),
             )
             taken_over.append(other)
+        trimmed = history.trim(conn, site.name, site.history_runs)
+        if any(trimmed.values()):
+            log.info("site %s: history of old runs trimmed (%s)", site.name,
+                     ", ".join(f"{n} {table}" for table, n in trimmed.items() if n))
         row = conn.execute(
             """INSERT INTO sitekb.runs (run_id, site, params, config, config_hash, embedding)
                VALUES (%s, %s, %s, %s, %s, %s)

@@ -22,8 +22,8 @@ workers still start) is left alone: its functions are newer than the ones this
 version ships, and applying ours would take them back.
 
 Then, on every migrate, ``sitekb.ensure_search_views()`` gives any snapshot
-that lacks one the view ``sitekb_api.search`` reads (a snapshot built by an
-older sitekb); normally there is none to repair.
+that lacks one the view ``sitekb_api.search`` reads and its BM25 postings (a
+snapshot built by an older sitekb); normally there is none to repair.
 
 The token ``@extschema:vector@`` (PostgreSQL's own notation in extension
 scripts) stands for the schema the vector extension lives in, quoted. The API's
@@ -31,8 +31,8 @@ SECURITY DEFINER functions pin ``search_path`` to ``pg_catalog, pg_temp`` and na
 the extension's operator and functions with this schema, so that nobody who may
 create objects in that schema (often ``public``) can shadow a built-in function.
 
-Everything runs in one transaction under an advisory lock, so two workers
-starting together neither race nor see half a schema.
+Everything runs in one transaction under the schema lock (:func:`sitekb.store.locks.hold_schema`),
+so two workers starting together neither race nor see half a schema.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from sitekb.store import locks
 log = logging.getLogger(__name__)
 
 MIGRATION_WAIT = "5min"
-LOCK = 0x5173_6B62  # "sitekb": any constant shared by all sitekb processes
+LOCK = 0x5173_6B62  # "sitekb": the advisory key of a first install, before sitekb.locks exists
 VECTOR_SCHEMA_TOKEN = "@extschema:vector@"
 _MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _REPEATABLE = re.compile(r"^([a-z0-9_]+\.[a-z0-9_]+)\.sql$")
@@ -103,7 +103,7 @@ def migrate(conn: psycopg.Connection) -> list[int]:
     """Bring the schema up to date; return the migration versions applied now. Idempotent."""
     with conn.transaction():
         # Another process may be migrating right now: wait for it, but not forever.
-        locks.hold(conn, "migrating the sitekb schema", LOCK, wait=MIGRATION_WAIT)
+        locks.hold_schema(conn, "migrating the sitekb schema", wait=MIGRATION_WAIT, advisory_key=LOCK)
         conn.execute(
             """CREATE TABLE IF NOT EXISTS public.sitekb_schema_migrations (
                    version integer PRIMARY KEY,
@@ -149,7 +149,7 @@ def migrate(conn: psycopg.Connection) -> list[int]:
                 log.warning("schema: restored the grants of role %s", READER_ROLE)
         repaired = [row[0] for row in conn.execute("SELECT sitekb.ensure_search_views()")]
         if repaired:
-            log.warning("schema: gave snapshots %s the search view they lacked", repaired)
+            log.warning("schema: gave snapshots %s the search view or BM25 postings they lacked", repaired)
     register_vector(conn)
     return applied
 

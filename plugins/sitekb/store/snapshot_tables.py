@@ -2,9 +2,12 @@
 
 A snapshot is one table ``sitekb_snapshots.snap_<id>`` (fixed vector dimension,
 so an HNSW index fits; a model change starts a new table, and snapshots of
-different models live side by side) plus a schema ``sitekb_snap_<id>`` holding
-one view, ``chunks``, over it: ``sitekb_api.search`` reads that view under its
-search path so that a session plans its statement once per snapshot.
+different models live side by side), its BM25 postings
+``sitekb_snapshots.snap_<id>_postings`` (``sitekb.build_postings``: each
+lexeme's chunks with their precomputed BM25 weights, for keyword search) and a
+schema ``sitekb_snap_<id>`` holding a view over each, ``chunks`` and
+``postings``: ``sitekb_api.search`` reads them under its search path so that a
+session plans its statement once per snapshot.
 :func:`build` creates both, :func:`drop` removes both, :func:`diff` compares
 two snapshots page by page.
 """
@@ -44,7 +47,7 @@ def search_schema(snapshot_id: int) -> sql.Identifier:
 def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, dimensions: int) -> dict:
     """Load the run's chunks with their cached embeddings and full-text vectors into a fresh table, then index it.
 
-    Returns the counts (chunks, documents) and how long loading and indexing took.
+    Returns the counts (chunks, documents, BM25 postings) and how long loading and indexing took.
 
     Build-then-swap: a retry drops the half-built table of this snapshot and
     starts over; no published table is ever touched.
@@ -112,6 +115,8 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         conn.execute(sql.SQL("CREATE INDEX ON {} USING gin (tsv)").format(table))
         conn.execute(sql.SQL("CREATE INDEX ON {} (url)").format(table))
         conn.execute(sql.SQL("ANALYZE {}").format(table))
+        # Keyword search ranks by BM25 with this snapshot's statistics, precomputed per posting.
+        postings = conn.execute("SELECT sitekb.build_postings(%s)", (snapshot_id,)).fetchone()[0]
         pages = conn.execute(sql.SQL("SELECT count(DISTINCT url) FROM {}").format(table)).fetchone()[0]
         counts = {"chunks": loaded, "documents": pages}
         conn.execute(
@@ -125,12 +130,14 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         # new snapshot and for any that lacks it. Only the owner may read it.
         conn.execute("SELECT sitekb.ensure_search_views()")
     finished = time.monotonic()
-    return {**counts, "load_seconds": round(loaded_at - started, 3), "index_seconds": round(finished - loaded_at, 3)}
+    return {**counts, "postings": postings, "load_seconds": round(loaded_at - started, 3),
+            "index_seconds": round(finished - loaded_at, 3)}
 
 
 def drop(conn: psycopg.Connection, snapshot_id: int) -> None:
-    """Drop a snapshot's table (with its indexes) and the view schema the SQL API reads it through."""
+    """Drop a snapshot's table and postings (with their indexes) and the view schema the SQL API reads them through."""
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(search_schema(snapshot_id)))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(f"snap_{snapshot_id}_postings")))
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(f"snap_{snapshot_id}")))
 
 

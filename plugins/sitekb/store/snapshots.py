@@ -12,7 +12,7 @@ is written to ``sitekb.alias_events``.
 Lifecycle: building → validated → published / rejected → retired. A
 published or retired snapshot is never rebuilt; a pinned one and any that an
 alias points to survive retention. Alias moves and retention of one site are
-serialised by an advisory lock, so a publish never points at a table that
+serialised by a lock per site (:mod:`sitekb.store.locks`), so a publish never points at a table that
 retention is dropping.
 
 Frontends read snapshots through the SQL API (``sitekb_api``), which only

@@ -45,3 +45,20 @@ BEGIN
     END;
 END
 $do$;
+
+-- Large objects are the one place a read-only role can still write: Postgres lets every role create
+-- them (lo_create and friends are granted to PUBLIC), so a frontend's password could fill the disk.
+-- Creating them is revoked from PUBLIC in this database (sitekb never uses them). Only the functions'
+-- owner (a superuser) may do that; without one, a DBA should run the same REVOKE.
+DO $do$
+BEGIN
+    REVOKE EXECUTE ON FUNCTION pg_catalog.lo_creat(integer), pg_catalog.lo_create(oid),
+                               pg_catalog.lo_from_bytea(oid, bytea), pg_catalog.lo_import(text),
+                               pg_catalog.lo_import(text, oid)
+        FROM PUBLIC;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'sitekb: cannot stop sitekb_reader from creating large objects (needs a superuser). Ask a DBA '
+                  'to run "REVOKE EXECUTE ON FUNCTION lo_creat(integer), lo_create(oid), lo_from_bytea(oid, bytea) '
+                  'FROM PUBLIC" in this database';
+END
+$do$;

@@ -5,7 +5,12 @@
 -- frontends get. The snapshot is a site's alias (default production) or a pinned
 -- id, as sitekb.readable_snapshot allows (sitekb_api.resolve_snapshot explains a refusal). Modes: vector (needs
 -- query_embedding, from the snapshot's own model), keyword (needs query) or
--- hybrid (needs both; reciprocal rank fusion of the two lists). Filters are
+-- hybrid (needs both; reciprocal rank fusion of the two lists). Keyword ranking is
+-- BM25 over the snapshot's postings (sitekb.build_postings: weights precomputed with
+-- the snapshot's own statistics; the question's lexemes by sitekb.bm25_terms, the
+-- same recipe), reading each lexeme's 2,000 heaviest postings; a snapshot built
+-- before postings existed ranks by cover density (ts_rank_cd) until `sitekb db
+-- migrate` builds them. Filters are
 -- optional: url_prefix, tags (any of), language (en matches en-GB),
 -- published_after / published_before (inclusive, documents with an ISO date only).
 --
@@ -64,6 +69,8 @@ DECLARE
     v_before   text    := to_char($12, 'YYYY-MM-DD');
     v_unfiltered boolean := num_nonnulls(v_prefix, v_tags, v_language, v_after, v_before) = 0;
     v_tsquery  tsquery;
+    v_terms    text[];
+    v_bm25     boolean;
     v_snap     sitekb_api.resolved_snapshot;
     v_id       bigint;
     -- The function's own search path (pg_catalog, pg_temp).
@@ -86,12 +93,14 @@ BEGIN
         RAISE EXCEPTION '% search needs the query text', v_mode USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    -- A question in plain words matches chunks with any of its words, best covered first
-    -- (requiring all of them finds nothing for most questions); quotes, "or" and -word
-    -- switch to web-search syntax for people who write queries.
+    -- A question matches chunks with any of its words (requiring all of them finds nothing
+    -- for most questions), ranked by BM25 over its lexemes (sitekb.bm25_terms, the recipe
+    -- of the postings). Its text is never read as operators: an "or", a quote or a leading
+    -- dash in a natural question is a word or punctuation. The tsquery serves snapshots
+    -- without postings.
     IF v_mode IN ('keyword', 'hybrid') THEN
-        v_tsquery := CASE WHEN $2 ~* '"|(^|\s)-\w|\mor\M' THEN websearch_to_tsquery('english', $2)
-                          ELSE replace(plainto_tsquery('english', $2)::text, ' & ', ' | ')::tsquery END;
+        v_tsquery := replace(plainto_tsquery('english', $2)::text, ' & ', ' | ')::tsquery;
+        v_terms := ARRAY(SELECT b.lexeme FROM sitekb.bm25_terms(to_tsvector('english', $2)) b);
     END IF;
     IF v_mode <> 'keyword' AND v_depth > 50 THEN
         -- A deeper list needs a wider beam than the default 100 to stay accurate.
@@ -116,7 +125,9 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'embed the question with the snapshot''s own model';
         END IF;
-        -- "chunks" is the snapshot's view, or sitekb_snap_gone's, which raises SKB01.
+        -- "chunks" is the snapshot's view, or sitekb_snap_gone's, which raises SKB01; "postings"
+        -- is the snapshot's, or for a snapshot that has none sitekb_snap_gone's, which is empty.
+        v_bm25 := to_regclass(format('%I.%I', 'sitekb_snap_' || v_id, 'postings')) IS NOT NULL;
         PERFORM set_config('search_path',
                            format('pg_catalog, %I, sitekb_snap_gone, %s', 'sitekb_snap_' || v_id, v_path), true);
         BEGIN
@@ -157,12 +168,31 @@ BEGIN
                                 c.embedding OPERATOR(@extschema:vector@.<=>) $3 AS distance
                          FROM candidates c WHERE v_mode <> 'keyword'
                          ORDER BY c.embedding OPERATOR(@extschema:vector@.<=>) $3 LIMIT v_depth),
-                     -- Full-text matches by cover density (GIN; title A, headings B, text C).
+                     -- BM25: the sum of the question's lexemes' weights per chunk, from each lexeme's
+                     -- heaviest postings (index on lexeme, weight). Unfiltered, the top v_depth are
+                     -- all it needs; filtered, every scored chunk goes to the filters (so a filter
+                     -- finds the chunks that are among some question word's 2,000 heaviest).
+                     scored AS MATERIALIZED (
+                         SELECT p.chunk_id, sum(p.weight)::float8 AS relevance
+                         FROM unnest(v_terms) q(lexeme)
+                         CROSS JOIN LATERAL (SELECT x.chunk_id, x.weight FROM postings x WHERE x.lexeme = q.lexeme
+                                             ORDER BY x.weight DESC LIMIT 2000) p
+                         WHERE v_mode <> 'vector' AND v_bm25
+                         GROUP BY p.chunk_id
+                         ORDER BY relevance DESC, p.chunk_id LIMIT CASE WHEN v_unfiltered THEN v_depth END),
                      matching AS MATERIALIZED (
-                         SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags, c.published,
-                                ts_rank_cd(c.tsv, v_tsquery)::float8 AS relevance
-                         FROM candidates c WHERE v_mode <> 'vector' AND c.tsv @@ v_tsquery
-                         ORDER BY relevance DESC, c.chunk_id LIMIT v_depth),
+                         SELECT * FROM (
+                             SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags,
+                                    c.published, s.relevance
+                             FROM scored s JOIN candidates c ON c.chunk_id = s.chunk_id
+                             UNION ALL
+                             -- A snapshot without postings: full-text matches by cover density (GIN;
+                             -- title A, headings B, text C), the ranking before BM25.
+                             (SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags,
+                                     c.published, ts_rank_cd(c.tsv, v_tsquery)::float8 AS relevance
+                              FROM candidates c WHERE v_mode <> 'vector' AND NOT v_bm25 AND c.tsv @@ v_tsquery
+                              ORDER BY relevance DESC, c.chunk_id LIMIT v_depth)) u
+                         ORDER BY u.relevance DESC, u.chunk_id LIMIT v_depth),
                      ranked AS (
                          SELECT coalesce(n.chunk_id, m.chunk_id) AS chunk_id, coalesce(n.url, m.url) AS url,
                                 coalesce(n.title, m.title) AS title,
