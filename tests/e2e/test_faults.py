@@ -197,26 +197,33 @@ def test_an_embedding_server_that_keeps_failing_ends_the_run_in_one_line(behavio
     assert_nothing_published_and_live_answers(db, env, live, faulty)
 
 
+def while_the_database_stops(db, server, env, argv, *, back_before_it_notices: bool):
+    """Run `sitekb ARGV` whose first embedding request waits while the database stops (and perhaps starts
+    again); return the id of the site's newest run at that moment and the finished process."""
+    server.queue("hold")
+    process = subprocess.Popen([*SITEKB, *argv], env=env, cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.holding.wait(300), f"`sitekb {argv[0]}` never asked for an embedding"
+        newest = newest_run(db)[0]
+        db.stop()
+        if back_before_it_notices:
+            db.start()
+        server.release()
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        server.release()
+        if not back_before_it_notices:
+            db.start()
+    return newest, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 def run_while_the_database_stops(db, server, env, site_file, *, back_before_the_run_notices: bool):
     """`sitekb run` whose first embedding request waits while the database stops (and perhaps starts again)."""
-    server.queue("hold")
-    run = subprocess.Popen([*SITEKB, "run", site_file, "--question", ""], env=env, cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert server.holding.wait(300), "the run never reached the embed stage"
-        stopped = newest_run(db)[0]
-        db.stop()
-        if back_before_the_run_notices:
-            db.start()
-        server.release()
-        stdout, stderr = run.communicate(timeout=300)
-    finally:
-        if run.poll() is None:
-            run.kill()
-        server.release()
-        if not back_before_the_run_notices:
-            db.start()
-    return stopped, subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
+    return while_the_database_stops(db, server, env, ["run", site_file, "--question", ""],
+                                    back_before_it_notices=back_before_the_run_notices)
 
 
 def test_a_database_restarted_mid_run_ends_it_with_exit_3_and_marks_it_failed(faulty, db, env, site_file, live):
@@ -232,20 +239,9 @@ def test_a_database_restarted_mid_run_ends_it_with_exit_3_and_marks_it_failed(fa
 
 
 def test_a_database_lost_in_the_middle_of_another_command_is_one_line_and_exit_3(faulty, db, env, live):
-    faulty.queue("hold")   # the question's embedding waits; the snapshot was resolved already
-    search = subprocess.Popen([*SITEKB, "search", "lead scoring", "--site", "faults"], env=env, cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert faulty.holding.wait(300), "the search never asked for the question's embedding"
-        db.stop()
-        faulty.release()
-        stdout, stderr = search.communicate(timeout=300)
-    finally:
-        if search.poll() is None:
-            search.kill()
-        faulty.release()
-        db.start()
-    result = subprocess.CompletedProcess(search.args, search.returncode, stdout, stderr)
+    # The question's embedding waits while the database stops; the snapshot was resolved already.
+    _, result = while_the_database_stops(db, faulty, env, ["search", "lead scoring", "--site", "faults"],
+                                         back_before_it_notices=False)
     line = error_line(result)
     assert result.returncode == 3, line
     assert line.startswith("sitekb: error: lost the database connection (") and "sitekb db status" in line
