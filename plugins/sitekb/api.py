@@ -7,7 +7,10 @@ Endpoints:
   or hybrid; optional filters. It runs :func:`sitekb.query.search`, the one
   query path: the question is embedded with the model that embedded the
   snapshot, then ranked by ``sitekb_api.search``, the function a frontend calls
-  over SQL and the quality gate asks its golden questions through.
+  over SQL and the quality gate asks its golden questions through. At most
+  ``per_page`` passages (default 2) come from one page.
+- ``POST /v1/pages``: the top-k pages, each with its best passages
+  (``sitekb_api.search_pages``), for a frontend that cites pages.
 - ``GET /v1/snapshots`` and ``GET /v1/snapshots/{id}``: the snapshots a
   frontend may query (published, or published before and not yet retired).
 - ``GET /healthz`` (the process answers), ``GET /readyz`` (the database
@@ -65,7 +68,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from sitekb import __version__, query, store
 from sitekb.errors import ConfigError, EmbeddingUnavailable, NotFound, TransientError
-from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MAX_K, MAX_QUERY_CHARS, Mode, Passage
+from sitekb.passages import (DEFAULT_ALIAS, DEFAULT_MODE, DEFAULT_PAGE_PASSAGES, DEFAULT_PER_PAGE, MAX_K,
+                             MAX_PAGE_PASSAGES, MAX_PAGES, MAX_QUERY_CHARS, Mode, Page, Passage)
 from sitekb.redaction import redact
 from sitekb.settings import Settings
 from sitekb.store.schema import latest_version
@@ -101,13 +105,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+LANGUAGE_TAG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+
+
 class SearchFilters(_Strict):
     """Optional restrictions; every one given must hold."""
 
     url_prefix: Text | None = Field(default=None, max_length=2000, description="Only URLs starting with this.")
     tags: list[Annotated[Text, Field(min_length=1, max_length=100)]] | None = Field(
         default=None, max_length=20, description="Only pages with at least one of these tags.")
-    language: Text | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+    language: Text | None = Field(default=None, pattern=LANGUAGE_TAG,
                                  description="Language code; 'en' also matches 'en-GB'.")
     published_after: date | None = Field(default=None, description="Published on or after (inclusive).")
     published_before: date | None = Field(default=None, description="Published on or before (inclusive).")
@@ -124,16 +131,36 @@ class SearchFilters(_Strict):
                              published_before=self.published_before)
 
 
-class SearchRequest(_Strict):
+class _Question(_Strict):
+    """What every search request carries: the question, where to look, how to rank."""
+
     query: Text = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question, in plain words.")
     site: Text | None = Field(default=None, pattern=SITE_PATTERN,
                              description="Site name; may be left out when only one site is published.")
-    k: int = Field(default=5, ge=1, le=MAX_K, description="How many passages.")
     mode: Mode = Field(default=DEFAULT_MODE)
     alias: Text | None = Field(default=None, min_length=1, max_length=63,
                               description=f"Alias to read (default {DEFAULT_ALIAS}).")
     snapshot: BigInt | None = Field(default=None, description="Pin this snapshot id instead of an alias.")
     filters: SearchFilters = Field(default_factory=SearchFilters)
+    query_language: Text | None = Field(
+        default=None, pattern=LANGUAGE_TAG,
+        description="The question's language ('es'): its words are stemmed that way. Default: the language filter, "
+                    "else each language of the snapshot.")
+    vector_weight: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Hybrid mode: the weight of the vector leg's normalised score (default 0.75; the keyword leg "
+                    "has the rest).")
+
+    def ranking(self, per_page: int | None = None) -> query.Ranking:
+        return query.Ranking(per_page=per_page, vector_weight=self.vector_weight, query_language=self.query_language)
+
+
+class SearchRequest(_Question):
+    k: int = Field(default=5, ge=1, le=MAX_K, description="How many passages.")
+    per_page: int | None = Field(
+        default=DEFAULT_PER_PAGE, ge=1, le=MAX_K,
+        description=f"At most this many passages of one page (default {DEFAULT_PER_PAGE}; null: no limit), so an "
+                    "answer cites several pages.")
 
     @field_validator("query")
     @classmethod
@@ -157,6 +184,22 @@ class SearchResponse(BaseModel):
     snapshot_id: int
     embedding_model: str
     results: list[Passage]
+
+
+class PagesRequest(_Question):
+    k: int = Field(default=5, ge=1, le=MAX_PAGES, description="How many pages.")
+    passages: int = Field(default=DEFAULT_PAGE_PASSAGES, ge=1, le=MAX_PAGE_PASSAGES,
+                          description="How many of each page's best passages.")
+
+
+class PagesResponse(BaseModel):
+    query: str
+    site: str
+    mode: str
+    alias: str | None = Field(description="The alias read; null when a snapshot was pinned.")
+    snapshot_id: int
+    embedding_model: str
+    pages: list[Page]
 
 
 class SnapshotInfo(BaseModel):
@@ -288,16 +331,34 @@ def search(body: SearchRequest, request: Request) -> SearchResponse:
     # No connection for the length of the request: query.search borrows one to resolve the
     # snapshot and one to rank, and holds none while the question is embedded.
     lend = request.app.state.pool.connection
+    alias, site = _alias_and_site(body, lend)
+    result = query.search(lend, request.app.state.settings, body.query, site=site, k=body.k, mode=body.mode,
+                          alias=alias, snapshot_id=body.snapshot, filters=body.filters.to_query(),
+                          ranking=body.ranking(body.per_page), cache=request.app.state.question_cache)
+    return SearchResponse(**result.as_dict())
+
+
+@protected.post("/pages", response_model=PagesResponse, tags=["search"],
+                summary="Top-k pages for a question, each with its best passages")
+def search_pages(body: PagesRequest, request: Request) -> PagesResponse:
+    lend = request.app.state.pool.connection
+    alias, site = _alias_and_site(body, lend)
+    result = query.search_pages(lend, request.app.state.settings, body.query, site=site, k=body.k, mode=body.mode,
+                                alias=alias, snapshot_id=body.snapshot, filters=body.filters.to_query(),
+                                passages=body.passages, ranking=body.ranking(),
+                                cache=request.app.state.question_cache)
+    return PagesResponse(**result.as_dict())
+
+
+def _alias_and_site(body: _Question, lend) -> tuple[str | None, str | None]:
+    """The alias a request reads (none when it pins a snapshot) and its site: a pinned snapshot names
+    its own; otherwise the only published site may be implied."""
     alias = None if body.snapshot else (body.alias or DEFAULT_ALIAS)
     site = body.site
     if site is None and not body.snapshot:
-        # A pinned snapshot names its site; otherwise the only published site may be implied.
         with lend() as conn:
             site = query.only_site(conn, alias)
-    result = query.search(lend, request.app.state.settings, body.query, site=site, k=body.k, mode=body.mode,
-                          alias=alias, snapshot_id=body.snapshot, filters=body.filters.to_query(),
-                          cache=request.app.state.question_cache)
-    return SearchResponse(**result.as_dict())
+    return alias, site
 
 
 # -- errors -----------------------------------------------------------------

@@ -100,8 +100,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 from sitekb import query
 
                 # The snapshot this run published, whichever alias it went to (a rerun keeps its own).
+                # Three pages, one passage each: the sample shows what the snapshot knows, not one page thrice.
                 result = query.search(conn, settings, args.question or DEFAULT_QUESTION, site=config.name, k=3,
-                                      snapshot_id=summary["snapshot_id"], mode=args.mode)
+                                      snapshot_id=summary["snapshot_id"], mode=args.mode,
+                                      ranking=query.Ranking(per_page=1))
         if args.json:
             _print_json({**summary, "sample_search": [p.as_dict() for p in result] if result else []})
         else:

@@ -22,7 +22,10 @@ import urllib.request
 from datetime import date
 from typing import Any
 
-from sitekb.passages import Passage, SearchResult
+from sitekb.passages import Page, PagesResult, Passage, SearchResult
+
+# per_page not given: the server's default (2). None is a value: no limit.
+_SERVER_DEFAULT = object()
 
 __all__ = ["APIError", "Client", "Passage", "SearchResult"]
 
@@ -74,20 +77,48 @@ class Client:
     def search(self, query: str, k: int = 5, *, site: str | None = None, mode: str | None = None,
                alias: str | None = None, snapshot: int | None = None, url_prefix: str | None = None,
                tags: list[str] | None = None, language: str | None = None,
-               published_after: date | str | None = None, published_before: date | str | None = None) -> SearchResult:
-        """Top-k passages for ``query``; the server's default mode unless ``mode`` is given."""
+               published_after: date | str | None = None, published_before: date | str | None = None,
+               per_page: int | None | object = _SERVER_DEFAULT, query_language: str | None = None,
+               vector_weight: float | None = None) -> SearchResult:
+        """Top-k passages for ``query``; the server's defaults (mode, at most 2 passages a page) unless given.
+
+        ``per_page=None`` lifts the limit of passages a page.
+        """
+        body = self._question(query, k, site, mode, alias, snapshot, url_prefix, tags, language, published_after,
+                              published_before, query_language, vector_weight)
+        if per_page is not _SERVER_DEFAULT:
+            body["per_page"] = per_page
+        data = self._request("POST", "/v1/search", body)
+        passages = [Passage(**p) for p in data.pop("results")]
+        return SearchResult(passages=passages, **data)
+
+    def pages(self, query: str, k: int = 5, *, passages: int | None = None, site: str | None = None,
+              mode: str | None = None, alias: str | None = None, snapshot: int | None = None,
+              url_prefix: str | None = None, tags: list[str] | None = None, language: str | None = None,
+              published_after: date | str | None = None, published_before: date | str | None = None,
+              query_language: str | None = None, vector_weight: float | None = None) -> PagesResult:
+        """The top-k pages for ``query``, each with up to ``passages`` of its best passages (server default 3)."""
+        body = self._question(query, k, site, mode, alias, snapshot, url_prefix, tags, language, published_after,
+                              published_before, query_language, vector_weight)
+        if passages is not None:
+            body["passages"] = passages
+        data = self._request("POST", "/v1/pages", body)
+        return PagesResult(pages=[Page(**p) for p in data.pop("pages")], **data)
+
+    def _question(self, query, k, site, mode, alias, snapshot, url_prefix, tags, language, published_after,
+                  published_before, query_language, vector_weight) -> dict[str, Any]:
+        """The request body fields /v1/search and /v1/pages share; what is not given is left to the server."""
         filters = {key: (value.isoformat() if isinstance(value, date) else value) for key, value in {
             "url_prefix": url_prefix, "tags": tags, "language": language,
             "published_after": published_after, "published_before": published_before}.items() if value is not None}
         body: dict[str, Any] = {"query": query, "k": k}
-        for key, value in (("site", site or self.site), ("mode", mode), ("alias", alias), ("snapshot", snapshot)):
+        for key, value in (("site", site or self.site), ("mode", mode), ("alias", alias), ("snapshot", snapshot),
+                           ("query_language", query_language), ("vector_weight", vector_weight)):
             if value is not None:
                 body[key] = value
         if filters:
             body["filters"] = filters
-        data = self._request("POST", "/v1/search", body)
-        passages = [Passage(**p) for p in data.pop("results")]
-        return SearchResult(passages=passages, **data)
+        return body
 
     def snapshots(self, site: str | None = None) -> list[dict]:
         """The snapshots a frontend may query, newest first."""

@@ -22,6 +22,15 @@ DEFAULT_MODE: Mode = "vector"
 DEFAULT_ALIAS = "production"
 MAX_K = 100
 MAX_QUERY_CHARS = 2000
+# Hybrid: the weight of the vector leg's normalised score (the keyword leg has the rest).
+DEFAULT_VECTOR_WEIGHT = 0.75
+# The HTTP API, the client and the CLI return at most this many passages of one page unless
+# asked otherwise, so an answer cites several pages instead of one page three times (the SQL
+# function's own default is no limit, as it always was).
+DEFAULT_PER_PAGE = 2
+MAX_PAGES = 20               # sitekb_api.search_pages: pages per answer
+MAX_PAGE_PASSAGES = 5        # ... and passages per page
+DEFAULT_PAGE_PASSAGES = 3
 
 
 @dataclass
@@ -50,10 +59,26 @@ class Passage:
         return asdict(self)
 
 
+class _Answer:
+    """A search's answer is a sequence of what it found (``_items``: passages or pages)."""
+
+    _items: str
+
+    def __iter__(self) -> Iterator:
+        return iter(getattr(self, self._items))
+
+    def __len__(self) -> int:
+        return len(getattr(self, self._items))
+
+    def __getitem__(self, index: int):
+        return getattr(self, self._items)[index]
+
+
 @dataclass
-class SearchResult:
+class SearchResult(_Answer):
     """The passages of one search and the snapshot they came from; iterable over the passages."""
 
+    _items = "passages"
     query: str
     site: str
     mode: str
@@ -62,19 +87,59 @@ class SearchResult:
     embedding_model: str
     passages: list[Passage]
 
-    def __iter__(self) -> Iterator[Passage]:
-        return iter(self.passages)
-
-    def __len__(self) -> int:
-        return len(self.passages)
-
-    def __getitem__(self, index: int) -> Passage:
-        return self.passages[index]
-
     def as_dict(self) -> dict:
         out = asdict(self)
         out["results"] = out.pop("passages")
         return out
+
+
+@dataclass
+class PagePassage:
+    """One of a page's best passages."""
+
+    chunk_id: str
+    heading_path: list[str]
+    content: str
+    snippet: str
+    score: float
+
+    def __post_init__(self) -> None:
+        self.heading_path = [plain_text(h) for h in self.heading_path]
+
+
+@dataclass
+class Page:
+    """A page of an answer: ranked by its best passage, with its best passages (best first)."""
+
+    rank: int
+    url: str
+    title: str | None
+    score: float
+    passages: list[PagePassage]
+    language: str | None = None
+    tags: list[str] = field(default_factory=list)
+    published: str | None = None
+
+    def __post_init__(self) -> None:
+        self.title = None if self.title is None else plain_text(self.title)
+        self.passages = [p if isinstance(p, PagePassage) else PagePassage(**p) for p in self.passages]
+
+
+@dataclass
+class PagesResult(_Answer):
+    """The pages of one search and the snapshot they came from; iterable over the pages."""
+
+    _items = "pages"
+    query: str
+    site: str
+    mode: str
+    alias: str | None
+    snapshot_id: int
+    embedding_model: str
+    pages: list[Page]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def snippet_of(content: str, width: int = 220) -> str:

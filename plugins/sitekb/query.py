@@ -5,7 +5,11 @@ and so the Python client all call :func:`search`, which embeds the question
 with the snapshot's own provider, model, dimensions and server (whatever the
 current site config says, so an old snapshot stays queryable after a model
 change) and ranks it with the same SQL function a frontend calls over SQL.
-What the gate tests is what frontends get.
+What the gate tests is what frontends get. :func:`search_pages` returns pages,
+each with its best passages (``sitekb_api.search_pages``). A :class:`Ranking`
+says how: at most ``per_page`` passages of a page, hybrid's ``vector_weight``,
+the question's ``query_language`` (detected here when keywords are ranked and
+nobody names it, so a Spanish question is stemmed as Spanish).
 
 :func:`search` takes a connection, or a function that lends one for a
 with-block (a pool's ``connection``): lent, a connection is held for the two
@@ -32,7 +36,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 import psycopg
@@ -42,7 +46,8 @@ from psycopg.rows import dict_row
 from sitekb.embedding import query_embedder
 from sitekb.errors import (ConfigError, EmbeddingUnavailable, NotFound, QuestionEmbeddingDelayed, SitekbError,
                            TransientError)
-from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MAX_K, MAX_QUERY_CHARS, MODES, Passage, SearchResult, snippet_of
+from sitekb.passages import (DEFAULT_ALIAS, DEFAULT_MODE, DEFAULT_PAGE_PASSAGES, MAX_K, MAX_PAGE_PASSAGES, MAX_PAGES,
+                             MAX_QUERY_CHARS, MODES, Page, PagesResult, Passage, SearchResult, snippet_of)
 from sitekb.settings import Settings
 
 
@@ -58,6 +63,18 @@ class Filters:
 
 
 NO_FILTERS = Filters()
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How passages are ranked and grouped; None means the SQL API's default."""
+
+    per_page: int | None = None                  # at most this many passages of one page
+    vector_weight: float | None = None           # hybrid: the vector leg's weight, 0..1 (default 0.75)
+    query_language: str | None = None            # the question's language (default: the snapshot's languages)
+
+
+DEFAULT_RANKING = Ranking()
 
 # A function that lends a connection for a with-block: ``pool.connection``.
 Lender = Callable[[], AbstractContextManager[psycopg.Connection]]
@@ -130,7 +147,7 @@ def check_request(query: str, k: int, mode: str) -> None:
 
 def search(conn: psycopg.Connection | Lender, settings: Settings, query: str, *, site: str | None = None,
            k: int = 5, mode: str = DEFAULT_MODE, alias: str | None = None, snapshot_id: int | None = None,
-           filters: Filters = NO_FILTERS, unpublished: bool = False,
+           filters: Filters = NO_FILTERS, ranking: Ranking = DEFAULT_RANKING, unpublished: bool = False,
            cache: QuestionCache | None = None) -> SearchResult:
     """Top-k passages for ``query`` from a site's alias (default production) or a pinned snapshot.
 
@@ -144,6 +161,71 @@ def search(conn: psycopg.Connection | Lender, settings: Settings, query: str, *,
     the question) or TransientError (its server does not answer now).
     """
     check_request(query, k, mode)
+    check_ranking(ranking)
+    ranking = _with_question_language(ranking, query, mode, filters)
+    snap, alias, rows = _ranked(conn, settings, query, "search", site=site, k=k, mode=mode, alias=alias,
+                                snapshot_id=snapshot_id, filters=filters, ranking=ranking, unpublished=unpublished,
+                                cache=cache)
+    passages = [Passage(snippet=snippet_of(r["content"]), **{key: v for key, v in r.items() if key != "snapshot_id"})
+                for r in rows]
+    return SearchResult(query=query, site=snap["site"], mode=mode, alias=alias, snapshot_id=snap["snapshot_id"],
+                        embedding_model=snap["embedding_model"], passages=passages)
+
+
+def search_pages(conn: psycopg.Connection | Lender, settings: Settings, query: str, *, site: str | None = None,
+                 k: int = 5, mode: str = DEFAULT_MODE, alias: str | None = None, snapshot_id: int | None = None,
+                 filters: Filters = NO_FILTERS, passages: int = DEFAULT_PAGE_PASSAGES,
+                 ranking: Ranking = DEFAULT_RANKING, unpublished: bool = False,
+                 cache: QuestionCache | None = None) -> PagesResult:
+    """The top-k pages for ``query`` (``sitekb_api.search_pages``), each with up to ``passages`` of its best passages.
+
+    The same snapshot, modes, filters and ranking as :func:`search`; a page ranks by its best passage.
+    """
+    check_request(query, 1, mode)
+    check_ranking(ranking)
+    if not 1 <= k <= MAX_PAGES:
+        raise ConfigError(f"k must be between 1 and {MAX_PAGES} pages")
+    if not 1 <= passages <= MAX_PAGE_PASSAGES:
+        raise ConfigError(f"passages must be between 1 and {MAX_PAGE_PASSAGES} a page")
+    ranking = _with_question_language(ranking, query, mode, filters)
+    snap, alias, rows = _ranked(conn, settings, query, "search_pages", site=site, k=k, mode=mode, alias=alias,
+                                snapshot_id=snapshot_id, filters=filters, ranking=ranking, unpublished=unpublished,
+                                cache=cache, passages=passages)
+    pages = [Page(rank=r["rank"], url=r["url"], title=r["title"], score=r["score"], language=r["language"],
+                  tags=r["tags"] or [], published=r["published"],
+                  passages=[{**p, "snippet": snippet_of(p["content"])} for p in r["passages"]])
+             for r in rows]
+    return PagesResult(query=query, site=snap["site"], mode=mode, alias=alias, snapshot_id=snap["snapshot_id"],
+                       embedding_model=snap["embedding_model"], pages=pages)
+
+
+def check_ranking(ranking: Ranking) -> None:
+    """Reject ranking options the SQL API would refuse, with the same words."""
+    if ranking.per_page is not None and not 1 <= ranking.per_page <= MAX_K:
+        raise ConfigError(f"per_page must be between 1 and {MAX_K}")
+    if ranking.vector_weight is not None and not 0 <= ranking.vector_weight <= 1:
+        raise ConfigError("vector_weight must be between 0 and 1 (1 ranks by the vector leg alone, 0 by keywords)")
+
+
+def _with_question_language(ranking: Ranking, query: str, mode: str, filters: Filters) -> Ranking:
+    """``ranking`` with the question's language detected, when keywords are ranked and nobody named one.
+
+    A Spanish question is then stemmed as Spanish only, and does not also match
+    English pages through a Spanish stem that happens to be an English word
+    ("cancel"). The SQL API falls back to the snapshot's languages for a language
+    it has no pages in.
+    """
+    if mode == "vector" or ranking.query_language or filters.language:
+        return ranking
+    from sitekb.quality.measures import detect_question_language
+
+    detected = detect_question_language(query)
+    return replace(ranking, query_language=detected) if detected else ranking
+
+
+def _ranked(conn, settings: Settings, query: str, function: str, *, site, k, mode, alias, snapshot_id, filters,
+            ranking, unpublished, cache, passages=None) -> tuple[dict, str | None, list[dict]]:
+    """Resolve the snapshot, embed the question (no connection held), rank: (snapshot, alias read, rows)."""
     lend: Lender = conn if callable(conn) else (lambda: nullcontext(conn))
     alias = None if snapshot_id is not None else (alias or DEFAULT_ALIAS)
     for attempt in range(2):
@@ -152,16 +234,12 @@ def search(conn: psycopg.Connection | Lender, settings: Settings, query: str, *,
         vector = None if mode == "keyword" else embed_question(snap, query, settings, cache)
         try:
             with lend() as c, _session(c, unpublished):
-                rows = _rank(c, snap, query, vector, k, mode, filters)
+                return snap, alias, _rank(c, function, snap, query, vector, k, mode, filters, ranking, passages)
         except NotFound:
             if attempt == 0 and snapshot_id is None:
                 continue  # retention dropped the aliased snapshot just after the alias moved: resolve again
             raise
-        break
-    passages = [Passage(snippet=snippet_of(r["content"]), **{key: v for key, v in r.items() if key != "snapshot_id"})
-                for r in rows]
-    return SearchResult(query=query, site=snap["site"], mode=mode, alias=alias, snapshot_id=snap["snapshot_id"],
-                        embedding_model=snap["embedding_model"], passages=passages)
+    raise AssertionError("unreachable")
 
 
 def resolve(conn: psycopg.Connection, site: str | None, alias: str | None, snapshot_id: int | None) -> dict:
@@ -216,17 +294,23 @@ def schema_version(conn: psycopg.Connection) -> int | None:
     return conn.execute("SELECT sitekb_api.schema_version()").fetchone()[0]
 
 
-def _rank(conn: psycopg.Connection, snap: dict, query: str, vector: Vector | None, k: int, mode: str,
-          filters: Filters) -> list[dict]:
+def _rank(conn: psycopg.Connection, function: str, snap: dict, query: str, vector: Vector | None, k: int, mode: str,
+          filters: Filters, ranking: Ranking, passages: int | None) -> list[dict]:
+    """Rows of ``sitekb_api.search`` or ``sitekb_api.search_pages`` (passages per page) for one snapshot."""
+    args = {"site": snap["site"], "query": query, "query_embedding": vector, "k": k, "mode": mode,
+            "snapshot_id": snap["snapshot_id"], "url_prefix": filters.url_prefix,
+            "tags": list(filters.tags) if filters.tags else None, "language": filters.language,
+            "published_after": filters.published_after, "published_before": filters.published_before,
+            "query_language": ranking.query_language, "vector_weight": ranking.vector_weight}
+    if function == "search":
+        args["per_page"] = ranking.per_page
+    else:
+        args["passages"] = passages
+    if args["vector_weight"] is None:
+        del args["vector_weight"]       # NULL would mean the SQL default too; leaving it out says so
+    named = ", ".join(f"{name} => %({name})s" for name in args if name != "site")
     with _errors(), conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            """SELECT * FROM sitekb_api.search(%s, query => %s, query_embedding => %s, k => %s, mode => %s,
-                   snapshot_id => %s, url_prefix => %s, tags => %s, language => %s,
-                   published_after => %s, published_before => %s)""",
-            (snap["site"], query, vector, k, mode, snap["snapshot_id"], filters.url_prefix,
-             list(filters.tags) if filters.tags else None, filters.language, filters.published_after,
-             filters.published_before),
-        ).fetchall()
+        return cur.execute(f"SELECT * FROM sitekb_api.{function}(%(site)s, {named})", args).fetchall()
 
 
 @contextmanager

@@ -32,6 +32,9 @@ def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
         "quarantined_urls": validate.get("quarantined_urls", {}),
         # Pages a safety check flagged under the `report` policy: kept, but an owner should look.
         "flagged_urls": validate.get("flagged_urls", {}),
+        # Accepted pages per language, and what the run warned of (pages its local model does not know).
+        "languages": validate.get("languages", {}),
+        "warnings": validate.get("warnings", []),
         "chunks": stages.get("chunk", {}).get("chunks", 0),
         "embedding_model": f"{embed.get('provider', '?')}:{embed.get('model', '?')}",
         "dimensions": embed.get("dimensions"),
@@ -112,6 +115,8 @@ def review_markdown(conn: psycopg.Connection, run_id: str, limit: int = 15) -> s
     if s.get("flagged_urls"):
         lines += ["", "**Flagged and kept** (policy report)"]
         lines += [f"- {url}: {'; '.join(flags)}" for url, flags in sorted(s["flagged_urls"].items())[:limit]]
+    if s.get("warnings"):
+        lines += ["", "**Warnings**"] + [f"- {w}" for w in s["warnings"]]
     return "\n".join(lines)
 
 
@@ -129,6 +134,10 @@ def format_summary(summary: dict) -> str:
         lines.append(f"                  quarantined {url}: {', '.join(checks)}")
     for url, flags in sorted(summary.get("flagged_urls", {}).items()):
         lines.append(f"                  flagged, kept {url}: {'; '.join(flags)}")
+    if len(summary.get("languages") or {}) > 1:
+        lines.append(f"  languages       {_counts(summary['languages'])}")
+    for warning in summary.get("warnings") or []:
+        lines.append(f"  WARNING         {warning}")
     lines += [
         f"  chunks          {summary['chunks']}",
         f"  embedding       {summary['embedding_model']} ({summary['dimensions']} dimensions)",
@@ -157,6 +166,17 @@ def format_passages(passages: list, question: str) -> str:
         if heading:
             lines.append(f"   {heading}")
         lines.append(f"   {p.snippet}")
+    return "\n".join(lines)
+
+
+def format_pages(pages: list) -> str:
+    """Pages of an answer (``query.search_pages``), each with its best passages."""
+    lines = [f"Top {len(pages)} pages:"]
+    for page in pages:
+        lines.append(f"{page.rank}. [{page.score:.3f}] {page.title or '(untitled)'}  {page.url}")
+        for passage in page.passages:
+            heading = " > ".join(passage.heading_path)
+            lines.append(f"   - [{passage.score:.3f}] {heading + ': ' if heading else ''}{passage.snippet}")
     return "\n".join(lines)
 
 

@@ -156,7 +156,8 @@ class QualityConfig(_Strict):
 
     min_words: int = Field(default=80, ge=0)
     max_words: int = Field(default=20_000, ge=1)
-    languages: list[str] = Field(default_factory=lambda: ["en"], description="Allowed primary language codes.")
+    languages: list[str] = Field(default_factory=lambda: ["en"], description="Allowed primary language codes (empty: any). The first is the site's default: a page "
+                                          "whose language is neither declared nor detected is indexed and searched in it.")
     max_bad_char_ratio: float = Field(default=0.01, ge=0, le=1)
     max_boilerplate_share: float = Field(
         default=0.9, ge=0, le=1, description="Largest share of a page's visible words extraction may discard."

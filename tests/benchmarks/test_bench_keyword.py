@@ -136,6 +136,21 @@ def _python_bm25(conn, snapshot_id: int, questions) -> dict[str, list[str]]:
     return run
 
 
+def pydocs_site(server) -> SiteConfig:
+    """The pydocs site served by ``server``, crawled as fast as this machine allows."""
+    data = adhoc_site(f"http://127.0.0.1:{server.server_port}/index.html", name="pydocs",
+                      allow_private=True).model_dump(mode="json")
+    data["crawl"].update(max_pages=1000, download_delay=0, concurrency_per_host=8)
+    return SiteConfig.model_validate(data)
+
+
+def run_pydocs_stages(conn, settings, database_url: str, site: SiteConfig, run_id: str, names) -> dict:
+    """Start run ``run_id`` of ``site`` and run the stages ``names`` in order; their counts by stage."""
+    engine.start(conn, settings, site, run_id, {})
+    ctx = engine.context(conn, settings, database_url, run_id)
+    return {name: engine.execute(stages.get(name), ctx).counts for name in names}
+
+
 def _pydocs_quality(database_server, tmp_path, monkeypatch) -> dict:
     import json
 
@@ -145,16 +160,10 @@ def _pydocs_quality(database_server, tmp_path, monkeypatch) -> dict:
     try:
         monkeypatch.setenv("SITEKB_HOME", str(tmp_path))
         settings = Settings.from_env(database_url=database_server, home=tmp_path / "home")
-        data = adhoc_site(f"http://127.0.0.1:{server.server_port}/index.html", name="pydocs",
-                          allow_private=True).model_dump(mode="json")
-        data["crawl"].update(max_pages=1000, download_delay=0, concurrency_per_host=8)
-        site = SiteConfig.model_validate(data)
         started = time.monotonic()
         with store.connection(database_server) as conn:
-            engine.start(conn, settings, site, "pydocs__bench", {})
-            ctx = engine.context(conn, settings, database_server, "pydocs__bench")
-            stage_counts = {name: engine.execute(stages.get(name), ctx).counts
-                            for name in ("crawl", "extract", "validate", "chunk")}
+            stage_counts = run_pydocs_stages(conn, settings, database_server, pydocs_site(server), "pydocs__bench",
+                                             ("crawl", "extract", "validate", "chunk"))
             _stand_in_vectors(conn, "pydocs__bench")
             snapshot_id, built = _snapshot(conn, "pydocs", "pydocs__bench")
             staged = time.monotonic() - started

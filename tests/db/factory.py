@@ -69,10 +69,11 @@ def make_snapshot(conn, site: str, pages: list[Page], *, dims: int = 8, state: s
         for page in pages:
             conn.execute(
                 """INSERT INTO sitekb.documents (run_id, site, url, content_hash, title, published, language,
-                                                 tags, markdown, word_count)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                                                 index_language, tags, markdown, word_count)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                 (run_id, site, page.url, _hash(" ".join(page.chunks)).hex(), page.title, page.published,
-                 page.language, page.tags, "\n\n".join(page.chunks), sum(len(t.split()) for t in page.chunks)),
+                 page.language, page.language, page.tags, "\n\n".join(page.chunks),
+                 sum(len(t.split()) for t in page.chunks)),
             )
             for seq, text in enumerate(page.chunks):
                 digest = _hash(text)

@@ -157,13 +157,16 @@ def test_hybrid_fuses_the_bm25_list(conn):
     pages = _rare_word_pages()
     make_snapshot(conn, "hy", pages, publish_as="production")
     embedding = "array_fill(0.3, ARRAY[8])::vector"
-    vector = [r[0] for r in conn.execute(f"SELECT url FROM sitekb_api.search('hy', query_embedding => {embedding}, "
-                                         "k => 20)")]
+    # The vector leg as hybrid reads it: its 50 nearest, scored by cosine similarity.
+    vector = dict(conn.execute(f"SELECT url, score FROM sitekb_api.search('hy', query_embedding => {embedding}, "
+                               "k => 50)").fetchall())
     hybrid = dict(conn.execute(f"SELECT url, score FROM sitekb_api.search('hy', query => 'widget zephyr', "
                                f"query_embedding => {embedding}, mode => 'hybrid', k => 20)").fetchall())
-    # Reciprocal rank fusion (k = 60): BM25 ranks the rare word's page first in the keyword list.
+    # BM25 ranks the rare word's page first in the keyword list (normalised 1); the vector leg's
+    # similarity is min-max normalised over its list; 0.75 and 0.25 weigh them.
     zephyr = "https://rare.example/zephyr.html"
-    assert hybrid[zephyr] == pytest.approx(1 / (60 + vector.index(zephyr) + 1) + 1 / 61)
+    hi, lo = max(vector.values()), min(vector.values())
+    assert hybrid[zephyr] == pytest.approx(0.75 * (vector[zephyr] - lo) / (hi - lo) + 0.25, abs=1e-6)
 
 
 def test_retention_drops_a_snapshots_postings_with_it(conn):

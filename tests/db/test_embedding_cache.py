@@ -389,7 +389,7 @@ def test_queries_go_to_the_server_and_key_variable_the_snapshot_was_embedded_wit
     with TestClient(create_app(settings, database_url=database_url)) as client:
         listed = client.get(f"/v1/snapshots/{snap.snapshot_id}").json()
         assert listed["embedding_base_url"] == fake_openai.base_url
-        answer = client.post("/v1/search", json={"query": question, "site": site.name, "k": 3})
+        answer = client.post("/v1/search", json={"query": question, "site": site.name, "k": 3, "per_page": None})
     assert answer.status_code == 200, answer.text
     assert [r["chunk_id"] for r in answer.json()["results"]] == [p.chunk_id for p in hits]
     assert fake_openai.stats.texts == [question, question]

@@ -89,7 +89,7 @@ def test_http_and_sql_api_return_the_same_passages(kb):
                 assert status == 200, body
                 rows = reader.execute(
                     "SELECT chunk_id, rank, url, score, snapshot_id FROM sitekb_api.search('kb', query => %s, "
-                    "query_embedding => %s, k => 4, mode => %s)", (question, vector, mode)).fetchall()
+                    "query_embedding => %s, k => 4, mode => %s, per_page => 2)", (question, vector, mode)).fetchall()
                 http = [(r["chunk_id"], r["rank"], r["url"]) for r in body["results"]]
                 assert http == [(r[0], r[1], r[2]) for r in rows], (question, mode)
                 assert [r["score"] for r in body["results"]] == pytest.approx([r[3] for r in rows], abs=1e-6)
@@ -97,6 +97,42 @@ def test_http_and_sql_api_return_the_same_passages(kb):
             assert body["results"][0]["url"] == expected_url   # hybrid, too, finds the page
     finally:
         reader.close()
+
+
+def test_search_returns_at_most_two_passages_a_page_unless_told(kb):
+    question = "How should we score leads, and how long should an A/B test run?"
+    status, capped = _call(kb["base"], "/v1/search", {"query": question, "site": "kb", "k": 12})
+    assert status == 200, capped
+    urls = [r["url"] for r in capped["results"]]
+    assert max(urls.count(u) for u in urls) <= 2
+    status, one = _call(kb["base"], "/v1/search", {"query": question, "site": "kb", "k": 5, "per_page": 1})
+    assert len({r["url"] for r in one["results"]}) == len(one["results"]) == 5
+    status, free = _call(kb["base"], "/v1/search", {"query": question, "site": "kb", "k": 12, "per_page": None})
+    assert status == 200 and len(free["results"]) == 12
+    assert [r["chunk_id"] for r in free["results"]][:1] == [r["chunk_id"] for r in capped["results"]][:1]
+    for bad in ({"per_page": 0}, {"vector_weight": 1.5}, {"query_language": "spanish!"}):
+        status, body = _call(kb["base"], "/v1/search", {"query": question, "site": "kb", **bad})
+        assert status == 422, (bad, body)
+
+
+def test_pages_cite_each_page_once_with_its_best_passages(kb):
+    question = "What complaint rate does Gmail allow for bulk senders?"
+    status, body = _call(kb["base"], "/v1/pages", {"query": question, "site": "kb", "k": 3, "passages": 2,
+                                                   "mode": "hybrid"})
+    assert status == 200, body
+    assert (body["site"], body["alias"], body["snapshot_id"]) == ("kb", "production", kb["live"].snapshot_id)
+    pages = body["pages"]
+    assert [p["rank"] for p in pages] == [1, 2, 3] and len({p["url"] for p in pages}) == 3
+    assert pages[0]["url"] == "https://kb.example/email.html" and pages[0]["title"] == "Email deliverability"
+    assert all(1 <= len(p["passages"]) <= 2 for p in pages)
+    assert pages[0]["score"] == pytest.approx(pages[0]["passages"][0]["score"])
+    assert pages[0]["passages"][0]["snippet"] and pages[0]["passages"][0]["heading_path"]
+    # The client speaks it too, with the same types.
+    result = sitekb.Client(kb["base"], site="kb").pages(question, k=3, passages=2, mode="hybrid")
+    assert [p.url for p in result] == [p["url"] for p in pages]
+    assert result[0].passages[0].chunk_id == pages[0]["passages"][0]["chunk_id"]
+    status, body = _call(kb["base"], "/v1/pages", {"query": question, "site": "kb", "k": 21})
+    assert status == 422
 
 
 def test_filters_over_http(kb):

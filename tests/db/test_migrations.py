@@ -189,12 +189,12 @@ def test_an_upgraded_database_defines_what_a_fresh_one_does(database_url, upgrad
     assert applied == [v for v, _, _ in schema.migrations() if v > 9]
     fresh, upgraded = _definitions(database_url), _definitions(url)
     assert fresh["functions"] and fresh["views"] and "sitekb_api.search(text,text,vector,integer,text,text,bigint," \
-        "text,text[],text,date,date)" in fresh["functions"]
+        "text,text[],text,date,date,integer,text,double precision)" in fresh["functions"]
     for kind in fresh:
         assert upgraded[kind] == fresh[kind], kind
     # The reader may call the API and nothing else (the same grants on both).
     assert "sitekb_reader=X" in fresh["functions"]["sitekb_api.search(text,text,vector,integer,text,text,bigint," \
-        "text,text[],text,date,date)"]
+        "text,text[],text,date,date,integer,text,double precision)"]
     assert not any("sitekb_reader" in d for name, d in fresh["functions"].items() if name.startswith("sitekb."))
 
 

@@ -72,13 +72,13 @@ def test_the_api_functions_are_definer_rights_with_a_fixed_search_path(conn):
     rows = conn.execute(
         """SELECT p.proname, p.prosecdef, p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
            WHERE n.nspname = 'sitekb_api'""").fetchall()
-    assert {r[0] for r in rows} >= {"search", "resolve_snapshot", "schema_version"}
+    assert {r[0] for r in rows} >= {"search", "search_pages", "resolve_snapshot", "schema_version"}
     for name, definer, config in rows:
         assert definer, name
         assert any(c.startswith("search_path=pg_catalog") and c.endswith("pg_temp") for c in config), (name, config)
     public = conn.execute(
         "SELECT has_function_privilege('public', 'sitekb_api.search(text, text, vector, integer, text, text, "
-        "bigint, text, text[], text, date, date)', 'EXECUTE')").fetchone()[0]
+        "bigint, text, text[], text, date, date, integer, text, float8)', 'EXECUTE')").fetchone()[0]
     assert public is False   # only sitekb_reader (and the owner) may call it
 
 

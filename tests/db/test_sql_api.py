@@ -1,8 +1,8 @@
 """The SQL API frontends call (schema sitekb_api), as the sitekb_reader role, on synthetic snapshots.
 
 Vectors are chosen so the right answer is known: vector mode is checked
-against exact cosine ranking computed here, hybrid against reciprocal rank
-fusion of the two lists computed here.
+against exact cosine ranking computed here, hybrid against the weighted sum of
+the two lists' min-max normalised scores computed here.
 """
 
 from __future__ import annotations
@@ -77,19 +77,37 @@ def test_keyword_search_uses_full_text_with_stemming(corpus):
     assert _search(corpus["reader"], query="zeppelin", k=10, mode="keyword") == []
 
 
-def test_hybrid_is_reciprocal_rank_fusion_of_both_lists(corpus):
+def _relative_score_fusion(vector, keyword, weight):
+    """The documented fusion, computed here: each list min-max normalised, then weight * vector + rest * keyword."""
+    def normalised(rows):
+        scores = [r[7] for r in rows]
+        hi, lo = max(scores), min(scores)
+        return {r[2]: (r[7] - lo) / (hi - lo) if hi > lo else 1.0 for r in rows}
+    nv, nk = normalised(vector), normalised(keyword)
+    return {c: weight * nv.get(c, 0.0) + (1 - weight) * nk.get(c, 0.0) for c in nv.keys() | nk.keys()}
+
+
+@pytest.mark.parametrize("weight", [None, 0.0, 0.3, 1.0])
+def test_hybrid_is_a_weighted_sum_of_both_lists_normalised_scores(corpus, weight):
     query = _unit(corpus["rng"], 1)[0]
     reader = corpus["reader"]
     vector = _search(reader, query_embedding=Vector(query), k=50, mode="vector")
     keyword = _search(reader, query="pricing budget", k=50, mode="keyword")
-    fused: dict[str, float] = {}
-    for ranked in (vector, keyword):
-        for rank, row in enumerate(ranked, start=1):
-            fused[row[2]] = fused.get(row[2], 0.0) + 1.0 / (60 + rank)
-    expected = sorted(fused, key=lambda cid: (-fused[cid], cid))[:7]
-    hybrid = _search(reader, query="pricing budget", query_embedding=Vector(query), k=7, mode="hybrid")
+    fused = _relative_score_fusion(vector, keyword, 0.75 if weight is None else weight)
+    similarity = {r[2]: r[7] for r in vector}     # equal scores fall back on the vector leg, then the id
+    expected = sorted(fused, key=lambda cid: (-fused[cid], -similarity.get(cid, -2), cid))[:7]
+    extra = {} if weight is None else {"vector_weight": weight}
+    hybrid = _search(reader, query="pricing budget", query_embedding=Vector(query), k=7, mode="hybrid", **extra)
     assert [r[2] for r in hybrid] == expected
     assert [r[7] for r in hybrid] == pytest.approx([fused[c] for c in expected])
+    if weight == 1.0:   # the vector leg alone, in its own order
+        assert [r[2] for r in hybrid] == [r[2] for r in vector[:7]]
+
+
+def test_hybrid_refuses_a_weight_outside_zero_to_one(corpus):
+    query = _unit(corpus["rng"], 1)[0]
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="vector_weight must be between 0 and 1"):
+        _search(corpus["reader"], query="pricing", query_embedding=Vector(query), mode="hybrid", vector_weight=1.5)
 
 
 def test_filters_restrict_every_mode(corpus):

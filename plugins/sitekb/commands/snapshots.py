@@ -32,7 +32,7 @@ from sitekb.commands import connect as _connect
 from sitekb.commands import print_json as _print_json
 from sitekb.commands import print_table
 from sitekb.errors import ConfigError, DatabaseUnavailable
-from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, MODES
+from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, DEFAULT_PAGE_PASSAGES, DEFAULT_PER_PAGE, MODES
 from sitekb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -186,10 +186,22 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             site = snapshots.get(conn, args.snapshot).site
         else:
             site = _which_site(conn, args.site)
+        ranking = query.Ranking(per_page=args.per_page or None, vector_weight=args.vector_weight,
+                                query_language=args.query_language)
         # An operator may look into a pinned snapshot that is built but not published (a rejected one, say).
-        result = query.search(conn, settings, args.question, site=site, k=args.k, mode=args.mode,
-                              alias=args.alias, snapshot_id=args.snapshot, filters=filters,
-                              unpublished=args.snapshot is not None)
+        common = dict(site=site, k=args.k, mode=args.mode, alias=args.alias, snapshot_id=args.snapshot,
+                      filters=filters, ranking=ranking, unpublished=args.snapshot is not None)
+        if args.pages:
+            pages = query.search_pages(conn, settings, args.question, passages=args.pages, **common)
+        else:
+            result = query.search(conn, settings, args.question, **common)
+    if args.pages:
+        if args.json:
+            _print_json(pages.as_dict())
+        else:
+            print(f"snapshot {pages.snapshot_id} of {pages.site} ({pages.embedding_model}, {args.mode} search)")
+            print(report.format_pages(pages.pages))
+        return 0
     if args.json:
         _print_json({"query": args.question, "site": result.site, "snapshot_id": result.snapshot_id,
                      "model": result.embedding_model, "mode": args.mode,
@@ -355,10 +367,20 @@ def register(sub) -> None:
     search = sub.add_parser("search", help="top passages with their source URLs from a published snapshot")
     search.add_argument("question", help="the question, in plain words")
     search.add_argument("--site", help="the site (may be left out when only one site has a published snapshot)")
-    search.add_argument("--k", type=int, default=5, help="how many passages (1-100)")
+    search.add_argument("--k", type=int, default=5, help="how many passages (1-100), or pages with --pages (1-20)")
     search.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
-                        help=f"vector, keyword (full-text) or hybrid (both, fused by reciprocal rank); "
-                             f"default {DEFAULT_MODE}")
+                        help=f"vector, keyword (BM25 full-text) or hybrid (both scores normalised and weighed, "
+                             f"see --vector-weight); default {DEFAULT_MODE}")
+    search.add_argument("--per-page", type=int, default=DEFAULT_PER_PAGE, metavar="N",
+                        help=f"at most N passages of one page (default {DEFAULT_PER_PAGE}; 0: no limit)")
+    search.add_argument("--pages", type=int, nargs="?", const=DEFAULT_PAGE_PASSAGES, metavar="PASSAGES",
+                        help=f"list the top k pages instead, each with its best PASSAGES passages "
+                             f"(1-5, default {DEFAULT_PAGE_PASSAGES})")
+    search.add_argument("--vector-weight", type=float, metavar="W",
+                        help="hybrid: the vector leg's weight from 0 to 1 (default 0.75; the keywords have the rest)")
+    search.add_argument("--query-language", metavar="LANG",
+                        help="the question's language, e.g. es (default: --language, else every language of "
+                             "the snapshot)")
     search.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to read (default: {DEFAULT_ALIAS})")
     search.add_argument("--snapshot", type=int,
                         help="pin a snapshot id instead of an alias (any built one: an operator may look into "

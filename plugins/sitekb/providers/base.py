@@ -13,6 +13,10 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 LOCAL_DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# The languages the bundled local models were trained on: all-MiniLM-L6-v2 knows English only,
+# and its vectors of other text place it by shared tokens, not meaning. A site in other
+# languages wants a multilingual model behind an OpenAI-compatible server (README, Languages).
+LOCAL_MODEL_LANGUAGES = {"all-MiniLM-L6-v2": ("en",)}
 OPENAI_DEFAULT_MODEL = "text-embedding-3-small"
 
 

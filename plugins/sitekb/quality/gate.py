@@ -126,7 +126,7 @@ def validate_documents(conn: psycopg.Connection, run_id: str, site: SiteConfig,
             approved[doc["url"]] = approval["reason"]
         verdicts.append((doc["url"], status, [f.as_dict() for f in failures], row,
                          approval["id"] if approval else None))
-    documents.set_verdicts(conn, run_id, verdicts)
+    documents.set_verdicts(conn, run_id, verdicts, (site.quality.languages or ['en'])[0])
     return {"documents": len(docs), "accepted": len(docs) - len(quarantined), "quarantined": len(quarantined),
             "approved": len(approved), "flagged": len(flagged), "blocked": len(blocked),
             "quarantined_urls": quarantined, "approved_urls": approved, "flagged_urls": flagged,

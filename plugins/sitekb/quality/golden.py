@@ -30,6 +30,7 @@ import math
 
 import psycopg
 
+from sitekb.passages import DEFAULT_PER_PAGE
 from sitekb.quality.checks import Failure
 from sitekb.settings import Settings
 from sitekb.sites import SiteConfig
@@ -88,8 +89,10 @@ def score(conn: psycopg.Connection, settings: Settings, site: SiteConfig, snap: 
     for golden in site.golden_questions:
         if golden.question not in skip:
             ref = expected(site, golden.expected_url)
+            # Ranked as the HTTP API ranks for frontends: at most DEFAULT_PER_PAGE passages a page.
             result = query.search(conn, settings, golden.question, site=site.name, snapshot_id=snap.snapshot_id,
-                                  k=site.golden_k, mode=site.golden_mode, unpublished=True)
+                                  k=site.golden_k, mode=site.golden_mode, unpublished=True,
+                                  ranking=query.Ranking(per_page=DEFAULT_PER_PAGE))
             if any(ref.matches(found(site, p.url)) for p in result):
                 hits += 1
                 continue

@@ -127,6 +127,20 @@ def detect_language(text: str) -> tuple[str | None, float]:
     return (language if confidence >= MIN_LANGUAGE_CONFIDENCE else None), confidence
 
 
+MIN_QUESTION_CONFIDENCE = 0.7
+
+
+def detect_question_language(question: str) -> str | None:
+    """The language a search question is written in, or None when unsure (under 0.7 confident).
+
+    A question is a few words, so any length is tried and the bar is lower than a
+    page's; a wrong guess costs little, since the SQL API parses a question in a
+    language the snapshot has no pages in with the snapshot's own languages.
+    """
+    language, confidence = _language_identifier().classify(question[:LANGUAGE_SAMPLE_CHARS])
+    return language if confidence >= MIN_QUESTION_CONFIDENCE else None
+
+
 def primary_language(tag: str | None) -> str | None:
     """'en-GB' → 'en'; None for an empty tag."""
     primary = (tag or "").split("-")[0].strip().lower()

@@ -13,6 +13,9 @@ like any failing page; under ``block`` it is held back too and the run stops
 here, blocked, with one line naming the pages (an approval of a page lets it
 through, so it no longer blocks).
 
+It also counts the accepted pages per language and warns when the run's local
+model does not know one of them (the bundled model is English-only).
+
 Settings read: the site config's ``quality`` section (``prompt_injection``,
 ``hidden_text``, ``max_hidden_words`` among them) and
 ``opt_out.nosnippet_selectors``; ``Settings.home``.
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 def run(ctx: RunContext) -> StageResult:
     from sitekb.errors import QualityGateFailed
     from sitekb.quality import gate
-    from sitekb.store import runs
+    from sitekb.store import documents, runs
 
     out = gate.validate_documents(ctx.conn, ctx.run_id, ctx.site, gate.data_docs_dir(ctx.site, ctx.run_id, ctx.home))
     details = {k: out.pop(k) for k in ("quarantined_urls", "approved_urls", "flagged_urls", "blocked_urls",
@@ -41,6 +44,12 @@ def run(ctx: RunContext) -> StageResult:
     summary = (f"{out['accepted']} of {out['documents']} documents accepted, {out['quarantined']} quarantined "
                f"(failed checks: {failed}), {out['approved']} let through by an approval, "
                f"{out['flagged']} flagged and kept; {out['engine']}")
+    details["languages"] = documents.languages(ctx.conn, ctx.run_id)
+    warning = model_language_warning(ctx.choice.provider, ctx.choice.model, details["languages"])
+    if warning:
+        log.warning("%s", warning)
+        details["warnings"] = [warning]
+        summary += f"; WARNING: {warning}"
     stop = None
     if details["blocked_urls"]:
         message = gate.blocked_message(ctx.site, ctx.run_id, details["blocked_urls"])
@@ -48,3 +57,19 @@ def run(ctx: RunContext) -> StageResult:
         stop = QualityGateFailed(message)
         summary = f"BLOCKED: {out['blocked']} page(s) failed a check whose policy is block; {summary}"
     return StageResult(counts=out, details=details, summary=summary, stop=stop)
+
+
+def model_language_warning(provider: str, model: str, languages: dict[str, int]) -> str | None:
+    """What to tell an operator whose accepted pages are in languages the run's local model does not know."""
+    from sitekb.providers.base import LOCAL_MODEL_LANGUAGES
+
+    known = LOCAL_MODEL_LANGUAGES.get(model) if provider == "local" else None
+    foreign = {lang: n for lang, n in languages.items() if lang and known and lang not in known}
+    if not foreign:
+        return None
+    total = sum(languages.values())
+    listed = ", ".join(f"{lang} {n}" for lang, n in foreign.items())
+    return (f"{sum(foreign.values())} of {total} accepted pages are not in {', '.join(known)} ({listed}), which the "
+            f"local model {model} does not understand: vector search will match them poorly (keyword search "
+            "stems each language). Use a multilingual model through an OpenAI-compatible server "
+            "(embedding.provider openai with base_url; README, Languages)")

@@ -61,15 +61,30 @@ def for_validation(conn: psycopg.Connection, run_id: str) -> list[dict]:
         ).fetchall()
 
 
-def set_verdicts(conn: psycopg.Connection, run_id: str, verdicts: Sequence[tuple]) -> None:
-    """(url, status, failures, measures, approval_id) for documents of the run, in one transaction."""
+def set_verdicts(conn: psycopg.Connection, run_id: str, verdicts: Sequence[tuple], default_language: str = "en") -> None:
+    """(url, status, failures, measures, approval_id) for documents of the run, in one transaction.
+
+    Also sets the language each document is indexed and searched by
+    (``sitekb.document_language`` of the declared and the measured language), or
+    ``default_language`` (the site's first) when neither is known.
+    """
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
-            """UPDATE sitekb.documents SET status = %s, failures = %s, measures = %s, approval_id = %s
+            """UPDATE sitekb.documents SET status = %s, failures = %s, measures = %s, approval_id = %s,
+                      index_language = coalesce(sitekb.document_language(language, %s::jsonb), %s)
                WHERE run_id = %s AND url = %s""",
-            [(status, json.dumps(failures), json.dumps(measures, default=str), approval_id, run_id, url)
+            [(status, json.dumps(failures), json.dumps(measures, default=str), approval_id,
+              json.dumps(measures, default=str), default_language, run_id, url)
              for url, status, failures, measures, approval_id in verdicts],
         )
+
+
+def languages(conn: psycopg.Connection, run_id: str) -> dict[str, int]:
+    """Accepted documents of the run per language they are indexed in (primary tag; '' unknown), most first."""
+    rows = conn.execute(
+        """SELECT coalesce(split_part(lower(index_language), '-', 1), ''), count(*) FROM sitekb.documents
+           WHERE run_id = %s AND status = 'accepted' GROUP BY 1 ORDER BY 2 DESC, 1""", (run_id,)).fetchall()
+    return dict(rows)
 
 
 def accepted(conn: psycopg.Connection, run_id: str) -> list[dict]:

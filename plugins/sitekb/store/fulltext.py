@@ -1,7 +1,10 @@
 """Full-text vectors of a run's chunks, computed once per distinct content.
 
 Keyword and hybrid search rank chunks by a weighted tsvector (title A,
-heading path B, text C; ``sitekb.fulltext_vector``, sql/repeatable/).
+heading path B, text C; ``sitekb.fulltext_vector``, sql/repeatable/), parsed
+with the text-search configuration of the document's language
+(``sitekb.text_config`` of ``documents.index_language``, which the quality
+checks set: Spanish pages are stemmed as Spanish).
 Computing one parses and stems every word, several times the cost of copying
 the chunk, so the vectors live in ``sitekb.fulltext_cache`` keyed by what
 they are made of (``sitekb.fulltext_key``), like embeddings: the chunk stage
@@ -38,10 +41,12 @@ def index_run(conn: psycopg.Connection, run_id: str) -> dict:
         conn.execute("DROP TABLE IF EXISTS pg_temp.fulltext_new")
         conn.execute(
             f"""CREATE TEMP TABLE fulltext_new ON COMMIT DROP AS
-                SELECT k.key, sitekb.fulltext_vector(d.title, c.heading_path, c.text) AS tsv
+                SELECT k.key, sitekb.fulltext_vector(k.config, d.title, c.heading_path, c.text) AS tsv
                 FROM sitekb.chunks c
                 JOIN sitekb.documents d ON d.run_id = c.run_id AND d.url = c.url
-                CROSS JOIN LATERAL (SELECT sitekb.fulltext_key(d.title, c.heading_path, c.text) AS key) k
+                CROSS JOIN LATERAL (SELECT sitekb.text_config(d.index_language) AS config) l
+                CROSS JOIN LATERAL (SELECT l.config,
+                                           sitekb.fulltext_key(l.config, d.title, c.heading_path, c.text) AS key) k
                 WHERE c.run_id = %(run_id)s AND d.status = 'accepted'
                   AND NOT EXISTS (SELECT 1 FROM sitekb.fulltext_cache f WHERE f.key = k.key)""",
             {"run_id": run_id},
@@ -61,5 +66,5 @@ def prune(conn: psycopg.Connection, older_than_days: int, *, dry_run: bool = Fal
           AND NOT EXISTS (
               SELECT 1 FROM sitekb.chunks c
               JOIN sitekb.documents d ON d.run_id = c.run_id AND d.url = c.url
-              WHERE sitekb.fulltext_key(d.title, c.heading_path, c.text) = f.key)""",
+              WHERE sitekb.fulltext_key(sitekb.text_config(d.index_language), d.title, c.heading_path, c.text) = f.key)""",
                            {"days": older_than_days}, dry_run=dry_run)

@@ -80,15 +80,16 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
             sql.SQL(
                 """CREATE TABLE {table} WITH (toast_tuple_target = 8160) AS
                    SELECT c.chunk_id, c.url, d.title, c.heading_path, c.seq, c.text AS content, c.token_count,
-                          d.language, d.tags, d.published, e.embedding::vector({dims}) AS embedding,
+                          coalesce(d.index_language, d.language) AS language, d.tags, d.published, e.embedding::vector({dims}) AS embedding,
                           -- The chunk stage cached the full-text vectors (sitekb.store.fulltext); one it
                           -- missed (a run chunked before migration 0007) is computed here.
-                          coalesce(f.tsv, sitekb.fulltext_vector(d.title, c.heading_path, c.text)) AS tsv
+                          coalesce(f.tsv, sitekb.fulltext_vector(sitekb.text_config(d.index_language), d.title, c.heading_path, c.text)) AS tsv
                    FROM sitekb.chunks c
                    JOIN sitekb.documents d ON d.run_id = c.run_id AND d.url = c.url
                    JOIN sitekb.embedding_cache e
                      ON e.model = {model} AND e.dimensions = {dims} AND e.text_hash = c.text_hash
-                   LEFT JOIN sitekb.fulltext_cache f ON f.key = sitekb.fulltext_key(d.title, c.heading_path, c.text)
+                   LEFT JOIN sitekb.fulltext_cache f ON f.key = sitekb.fulltext_key(sitekb.text_config(d.index_language), d.title,
+                                                                      c.heading_path, c.text)
                    WHERE c.run_id = {run_id} AND d.status = 'accepted'"""
             ).format(table=table, dims=sql.Literal(dimensions), model=sql.Literal(model), run_id=sql.Literal(run_id)),
         ).rowcount
@@ -119,11 +120,16 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         postings = conn.execute("SELECT sitekb.build_postings(%s)", (snapshot_id,)).fetchone()[0]
         pages = conn.execute(sql.SQL("SELECT count(DISTINCT url) FROM {}").format(table)).fetchone()[0]
         counts = {"chunks": loaded, "documents": pages}
+        # The text-search configurations its chunks were parsed with: a question is parsed with each.
+        configs = conn.execute(
+            """SELECT coalesce(array_agg(DISTINCT c.name ORDER BY c.name), ARRAY['english'])
+               FROM sitekb.documents d CROSS JOIN LATERAL (SELECT sitekb.text_config(d.index_language)::text) c(name)
+               WHERE d.run_id = %s AND d.status = 'accepted'""", (run_id,)).fetchone()[0]
         conn.execute(
             """UPDATE sitekb.snapshots SET table_name = %s, built_at = now(),
-                      counts = counts || %s::jsonb
+                      counts = counts || %s::jsonb, text_configs = %s
                WHERE snapshot_id = %s""",
-            (table_name, json.dumps(counts), snapshot_id),
+            (table_name, json.dumps(counts), configs, snapshot_id),
         )
         # The SQL API reads the table through the view "chunks" of schema sitekb_snap_<id>, so
         # that a session caches its plan per snapshot; one SQL function makes that view, for a

@@ -64,6 +64,7 @@ class Snapshot:
     built_at: datetime | None
     embedding_base_url: str | None = None      # OpenAI-compatible server the vectors came from
     embedding_api_key_env: str | None = None   # the variable holding its key (a name, never a key)
+    text_configs: list[str] | None = None      # text-search configurations of its chunks (None: english)
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)

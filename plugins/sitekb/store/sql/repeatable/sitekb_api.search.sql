@@ -5,12 +5,21 @@
 -- frontends get. The snapshot is a site's alias (default production) or a pinned
 -- id, as sitekb.readable_snapshot allows (sitekb_api.resolve_snapshot explains a refusal). Modes: vector (needs
 -- query_embedding, from the snapshot's own model), keyword (needs query) or
--- hybrid (needs both; reciprocal rank fusion of the two lists). Keyword ranking is
+-- hybrid (needs both; the two lists fused, see below). Keyword ranking is
 -- BM25 over the snapshot's postings (sitekb.build_postings: weights precomputed with
--- the snapshot's own statistics; the question's lexemes by sitekb.bm25_terms, the
+-- the snapshot's own statistics; the question's lexemes by sitekb.question_terms, the
 -- same recipe), reading each lexeme's 2,000 heaviest postings; a snapshot built
 -- before postings existed ranks by cover density (ts_rank_cd) until `sitekb db
--- migrate` builds them. Filters are
+-- migrate` builds them. The question is parsed with the text-search configuration
+-- of query_language (or of the language filter) when the snapshot has pages in it,
+-- else with each configuration the snapshot's chunks use (sitekb.text_config: an
+-- English and a Spanish page each stem their own way; sitekb/query.py detects the
+-- language of a question it is not told). Hybrid is a convex combination
+-- of the two lists' scores, each min-max normalised over its 50 candidates:
+-- vector_weight * vector + (1 - vector_weight) * keyword (0.75 by default; measured
+-- against reciprocal rank fusion on the pydocs dev set, tests/benchmarks/
+-- test_bench_retrieval.py). per_page keeps at most that many passages of one page
+-- (sitekb_api.search_pages groups them by page). Filters are
 -- optional: url_prefix, tags (any of), language (en matches en-GB),
 -- published_after / published_before (inclusive, documents with an ISO date only).
 --
@@ -39,7 +48,10 @@ CREATE OR REPLACE FUNCTION sitekb_api.search(
     tags             text[]  DEFAULT NULL,
     language         text    DEFAULT NULL,
     published_after  date    DEFAULT NULL,
-    published_before date    DEFAULT NULL
+    published_before date    DEFAULT NULL,
+    per_page         integer DEFAULT NULL,
+    query_language   text    DEFAULT NULL,
+    vector_weight    float8  DEFAULT 0.75
 ) RETURNS SETOF sitekb_api.passage
 -- VOLATILE: a STABLE function sees the database as of the calling statement's start,
 -- so reading the alias again after retention dropped a snapshot would find the same one.
@@ -60,8 +72,14 @@ DECLARE
     -- Positional parameters below: the names above are for callers and would clash with columns.
     v_mode     text    := coalesce($5, 'vector');
     v_k        integer := coalesce($4, 5);
-    -- Hybrid fuses two candidate lists this deep; the other modes rank k directly.
-    v_depth    integer := CASE v_mode WHEN 'hybrid' THEN greatest(v_k, 50) ELSE v_k END;
+    v_per_page integer := $13;
+    -- Hybrid fuses two candidate lists this deep; the other modes rank k directly. At most
+    -- per_page passages of a page need more candidates, to still find k of them.
+    v_depth    integer := CASE WHEN $13 IS NOT NULL THEN greatest(50, least(500, 10 * v_k))
+                               WHEN v_mode = 'hybrid' THEN greatest(v_k, 50) ELSE v_k END;
+    v_weight   float8  := coalesce($15, 0.75);
+    v_configs  text[];
+    v_prefer   text;
     v_prefix   text    := nullif($8, '');
     v_tags     text[]  := CASE WHEN cardinality($9) > 0 THEN $9 END;
     v_language text    := nullif(lower($10), '');
@@ -83,6 +101,15 @@ BEGIN
     IF v_k < 1 OR v_k > 100 THEN
         RAISE EXCEPTION 'k must be between 1 and 100 (got %)', v_k USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF v_per_page IS NOT NULL AND (v_per_page < 1 OR v_per_page > 100) THEN
+        RAISE EXCEPTION 'per_page must be between 1 and 100 (got %)', v_per_page
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT (v_weight BETWEEN 0 AND 1) THEN
+        RAISE EXCEPTION 'vector_weight must be between 0 and 1 (got %)', v_weight
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '1 ranks by the vector leg alone, 0 by the keyword leg alone';
+    END IF;
     IF v_mode IN ('vector', 'hybrid') AND $3 IS NULL THEN
         RAISE EXCEPTION '% search needs the query embedding', v_mode
             USING ERRCODE = 'invalid_parameter_value',
@@ -94,13 +121,15 @@ BEGIN
     END IF;
 
     -- A question matches chunks with any of its words (requiring all of them finds nothing
-    -- for most questions), ranked by BM25 over its lexemes (sitekb.bm25_terms, the recipe
+    -- for most questions), ranked by BM25 over its lexemes (sitekb.question_terms: the recipe
     -- of the postings). Its text is never read as operators: an "or", a quote or a leading
     -- dash in a natural question is a word or punctuation. The tsquery serves snapshots
     -- without postings.
     IF v_mode IN ('keyword', 'hybrid') THEN
         v_tsquery := replace(plainto_tsquery('english', $2)::text, ' & ', ' | ')::tsquery;
-        v_terms := ARRAY(SELECT b.lexeme FROM sitekb.bm25_terms(to_tsvector('english', $2)) b);
+        IF coalesce(nullif($14, ''), v_language) IS NOT NULL THEN
+            v_configs := ARRAY[sitekb.text_config(coalesce(nullif($14, ''), v_language))::text];
+        END IF;
     END IF;
     IF v_mode <> 'keyword' AND v_depth > 50 THEN
         -- A deeper list needs a wider beam than the default 100 to stay accurate.
@@ -128,10 +157,30 @@ BEGIN
         -- "chunks" is the snapshot's view, or sitekb_snap_gone's, which raises SKB01; "postings"
         -- is the snapshot's, or for a snapshot that has none sitekb_snap_gone's, which is empty.
         v_bm25 := to_regclass(format('%I.%I', 'sitekb_snap_' || v_id, 'postings')) IS NOT NULL;
+        IF v_mode <> 'vector' THEN
+            -- The question's lexemes in the configuration asked for when the snapshot has pages
+            -- in it, else in each of the snapshot's (one built before configurations per
+            -- language is all English).
+            v_terms := ARRAY(
+                SELECT DISTINCT b.lexeme
+                FROM (SELECT coalesce(s.text_configs, ARRAY['english']) AS own
+                      FROM sitekb.snapshots s WHERE s.snapshot_id = v_id) snap
+                CROSS JOIN LATERAL unnest(CASE WHEN v_configs <@ snap.own THEN v_configs ELSE snap.own END) cfg(name)
+                CROSS JOIN LATERAL sitekb.question_terms(cfg.name::regconfig, $2) b(lexeme));
+            -- A question in a language the snapshot has pages in prefers them: the stems of two
+            -- languages overlap (Spanish "cancelación" stems to the English word "cancel"), and a
+            -- site's translations of one page would otherwise tie. Other pages' keyword scores count
+            -- half, so an exact term only another language's page has still finds it.
+            v_prefer := CASE WHEN cardinality(v_configs) = 1 AND EXISTS (
+                                  SELECT 1 FROM sitekb.snapshots s
+                                  WHERE s.snapshot_id = v_id AND v_configs <@ coalesce(s.text_configs, ARRAY['english'])
+                                    AND cardinality(coalesce(s.text_configs, ARRAY['english'])) > 1)
+                             THEN v_configs[1] END;
+        END IF;
         PERFORM set_config('search_path',
                            format('pg_catalog, %I, sitekb_snap_gone, %s', 'sitekb_snap_' || v_id, v_path), true);
         BEGIN
-            IF v_mode = 'vector' AND v_unfiltered THEN
+            IF v_mode = 'vector' AND v_unfiltered AND v_per_page IS NULL THEN
                 -- The most common question, unfiltered vector search, also has a statement of
                 -- its own: the general one below ranks the same rows (tested) but its fusion
                 -- machinery costs ~0.25 ms a call, an eighth of an HNSW search at 100k chunks.
@@ -183,7 +232,10 @@ BEGIN
                      matching AS MATERIALIZED (
                          SELECT * FROM (
                              SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags,
-                                    c.published, s.relevance
+                                    c.published,
+                                    s.relevance * CASE WHEN v_prefer IS NULL
+                                                         OR sitekb.text_config(c.language)::text = v_prefer
+                                                       THEN 1 ELSE 0.5 END AS relevance
                              FROM scored s JOIN candidates c ON c.chunk_id = s.chunk_id
                              UNION ALL
                              -- A snapshot without postings: full-text matches by cover density (GIN;
@@ -193,7 +245,7 @@ BEGIN
                               FROM candidates c WHERE v_mode <> 'vector' AND NOT v_bm25 AND c.tsv @@ v_tsquery
                               ORDER BY relevance DESC, c.chunk_id LIMIT v_depth)) u
                          ORDER BY u.relevance DESC, u.chunk_id LIMIT v_depth),
-                     ranked AS (
+                     fused AS (
                          SELECT coalesce(n.chunk_id, m.chunk_id) AS chunk_id, coalesce(n.url, m.url) AS url,
                                 coalesce(n.title, m.title) AS title,
                                 coalesce(n.heading_path, m.heading_path) AS heading_path,
@@ -202,16 +254,41 @@ BEGIN
                                 CASE v_mode
                                     WHEN 'vector' THEN 1 - n.distance
                                     WHEN 'keyword' THEN m.relevance
-                                    -- Reciprocal rank fusion (k = 60, Cormack et al.) of both lists.
-                                    ELSE coalesce(1.0 / (60 + n.r), 0)::float8 + coalesce(1.0 / (60 + m.r), 0)::float8
-                                END AS score
-                         FROM (SELECT *, row_number() OVER (ORDER BY distance, chunk_id) AS r FROM nearest) n
-                         FULL JOIN (SELECT *, row_number() OVER (ORDER BY relevance DESC, chunk_id) AS r
-                                    FROM matching) m ON m.chunk_id = n.chunk_id)
-                SELECT v_id, (row_number() OVER (ORDER BY r.score DESC, r.chunk_id))::integer, r.chunk_id, r.url,
+                                    -- Each list's scores min-max normalised over its first 50 candidates
+                                    -- (1 the best, 0 the 50th or last; deeper ones and a chunk missing
+                                    -- from a list score 0 there, so asking for more than 50 passages
+                                    -- only appends), then weighted: Weaviate's relative score fusion, the
+                                    -- convex combination Bruch et al. (2023) found to beat reciprocal rank fusion.
+                                    ELSE v_weight * coalesce(n.normalised, 0) + (1 - v_weight) * coalesce(m.normalised, 0)
+                                END AS score,
+                                -- Equal scores (hybrid's appended candidates) fall back on the vector leg.
+                                coalesce(1 - n.distance, -2) AS tiebreak
+                         FROM (SELECT x.*, greatest(0, coalesce((x.last - x.distance) / nullif(x.last - x.best, 0), 1))
+                                              AS normalised
+                               FROM (SELECT *, min(distance) OVER () AS best,
+                                            coalesce(nth_value(distance, 50) OVER w, max(distance) OVER ()) AS last
+                                     FROM nearest
+                                     WINDOW w AS (ORDER BY distance, chunk_id
+                                                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) x) n
+                         FULL JOIN (SELECT x.*, greatest(0, coalesce((x.relevance - x.last) / nullif(x.best - x.last, 0), 1))
+                                              AS normalised
+                                    FROM (SELECT *, max(relevance) OVER () AS best,
+                                                 coalesce(nth_value(relevance, 50) OVER w, min(relevance) OVER ()) AS last
+                                          FROM matching
+                                          WINDOW w AS (ORDER BY relevance DESC, chunk_id
+                                                       ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) x) m
+                           ON m.chunk_id = n.chunk_id),
+                     -- At most per_page passages of a page, its best ones.
+                     ranked AS (
+                         SELECT f.*, row_number() OVER (PARTITION BY f.url ORDER BY f.score DESC, f.tiebreak DESC,
+                                                                                    f.chunk_id) AS nth
+                         FROM fused f)
+                SELECT v_id, (row_number() OVER (ORDER BY r.score DESC, r.tiebreak DESC, r.chunk_id))::integer,
+                       r.chunk_id, r.url,
                        r.title, r.heading_path, r.content, r.score, r.language, r.tags, r.published
                 FROM ranked r
-                ORDER BY r.score DESC, r.chunk_id LIMIT v_k;
+                WHERE v_per_page IS NULL OR r.nth <= v_per_page
+                ORDER BY r.score DESC, r.tiebreak DESC, r.chunk_id LIMIT v_k;
             RETURN;
         EXCEPTION
             WHEN SQLSTATE 'SKB01' OR undefined_table THEN
