@@ -220,7 +220,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sitekb.commands import crawl, embeddings, quality, snapshots
+    from sitekb.commands import completion, crawl, embeddings, quality, snapshots
     from sitekb.stages import NAMES
 
     parser = _Parser(
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to airflow")
     af.set_defaults(func=cmd_airflow)
 
-    for family in (quality, snapshots, crawl, embeddings):
+    for family in (quality, snapshots, crawl, embeddings, completion):
         family.register(sub)
     return parser
 
