@@ -7,6 +7,7 @@
     sitekb snapshots diff A B [--json]               pages added/removed/changed, chunk churn
     sitekb snapshots pin ID / unpin ID               keep a snapshot through retention (or not)
     sitekb snapshots prune --site S [--keep N]       apply retention now
+    sitekb audit [--site S] [--action A] [--json]   who did what, when and why
     sitekb publish ID [--alias production] [--reason TEXT]
     sitekb rollback [--site S] [--alias production] [--reason TEXT]
     sitekb search QUESTION [--site S] [--mode vector|keyword|hybrid] [--alias A | --snapshot ID]
@@ -32,6 +33,7 @@ from sitekb.commands import connect as _connect
 from sitekb.commands import print_json as _print_json
 from sitekb.commands import print_table
 from sitekb.errors import ConfigError, DatabaseUnavailable
+from sitekb.store.audit import ACTIONS as AUDIT_ACTIONS
 from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, DEFAULT_PAGE_PASSAGES, DEFAULT_PER_PAGE, MODES
 from sitekb.settings import Settings
 
@@ -103,7 +105,7 @@ def cmd_pin(args: argparse.Namespace, settings: Settings) -> int:
 
     pinned = args.action == "pin"
     with _connect(settings) as conn:
-        snap = snapshots.set_pinned(conn, args.snapshot_id, pinned)
+        snap = snapshots.set_pinned(conn, args.snapshot_id, pinned, reason=args.reason)
     if args.json:
         _print_json({"snapshot_id": snap.snapshot_id, "site": snap.site, "pinned": snap.pinned})
         return 0
@@ -117,12 +119,28 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
 
     keep = args.keep if args.keep is not None else load_site(args.site).keep_snapshots
     with _connect(settings) as conn:
-        dropped = snapshots.apply_retention(conn, args.site, keep)
+        dropped = snapshots.apply_retention(conn, args.site, keep, actor=snapshots.current_actor())
     if args.json:
         _print_json({"site": args.site, "keep": keep, "dropped": dropped})
         return 0
     print(f"kept the newest {keep} snapshots of {args.site} plus aliased and pinned ones; "
           f"dropped {', '.join(map(str, dropped)) if dropped else 'none'}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb.store import audit
+
+    with _connect(settings) as conn:
+        rows = audit.events(conn, site=args.site, action=args.action, limit=args.limit)
+    if args.json:
+        _print_json([{**r, "at": r["at"].isoformat()} for r in rows])
+        return 0
+    if not rows:
+        print("nothing recorded" + (f" for {args.site}" if args.site else ""))
+    for r in rows:
+        print(f"{r['at']:%Y-%m-%d %H:%M:%S}  {r['site']:<14} {r['action']:<13} {r['target']}  by {r['actor']}"
+              + (f"  ({r['reason']})" if r["reason"] else ""))
     return 0
 
 
@@ -342,6 +360,7 @@ def register(sub) -> None:
     for action, text in (("pin", "keep a snapshot through retention"), ("unpin", "let retention drop it again")):
         pin = snaps_sub.add_parser(action, help=text)
         pin.add_argument("snapshot_id", type=int, help="snapshot id")
+        pin.add_argument("--reason", default="", help="why, for the audit log")
         pin.add_argument("--json", action="store_true", help="print the snapshot's id, site and pin as JSON")
         pin.set_defaults(func=cmd_pin)
     prune = snaps_sub.add_parser("prune", help="apply retention now: drop old unaliased, unpinned snapshots")
@@ -349,6 +368,16 @@ def register(sub) -> None:
     prune.add_argument("--keep", type=int, help="newest N to keep (default: the site config's keep_snapshots)")
     prune.add_argument("--json", action="store_true", help="print the dropped snapshot ids as JSON")
     prune.set_defaults(func=cmd_prune)
+
+    aud = sub.add_parser("audit", help="who published, rolled back, approved, rejected, pinned, pruned and ran what",
+                         description="The audit log, newest first: every alias move and decision, every approval "
+                                     "of a quarantined page, every run start and every pin, unpin and prune, with "
+                                     "who did it and why. Example: sitekb audit --site demo --action 'rolled back'")
+    aud.add_argument("--site", help="only this site")
+    aud.add_argument("--action", choices=AUDIT_ACTIONS, help="only this kind of act")
+    aud.add_argument("--limit", type=int, default=100, help="newest N (default 100)")
+    aud.add_argument("--json", action="store_true", help="machine-readable output")
+    aud.set_defaults(func=cmd_audit)
 
     pub = sub.add_parser("publish", help="point an alias at a snapshot (atomic, recorded in the history)")
     pub.add_argument("snapshot_id", type=int, help="snapshot id (validated or previously published)")

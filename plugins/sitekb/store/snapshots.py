@@ -33,7 +33,7 @@ from psycopg.rows import class_row, dict_row
 
 from sitekb.errors import ConfigError, NotFound, SitekbError
 from sitekb.passages import DEFAULT_ALIAS
-from sitekb.store import locks, snapshot_tables
+from sitekb.store import audit, locks, snapshot_tables
 
 STATES = ("building", "validated", "published", "rejected", "retired")
 # Readers hold ACCESS SHARE locks; retention gives up on a busy table rather than
@@ -299,7 +299,7 @@ def rollback(conn: psycopg.Connection, site: str, alias: str = DEFAULT_ALIAS, *,
             f"alias {alias!r} of site {site!r} has no earlier snapshot to roll back to "
             "(none, or its table was dropped by retention); `sitekb snapshots history` shows the moves"
         )
-    publish(conn, target, alias, actor=actor, reason=reason)
+    publish(conn, target, alias, actor=actor, reason=reason, decision="rolled_back")
     return current.snapshot_id, target
 
 
@@ -319,8 +319,9 @@ def history(conn: psycopg.Connection, site: str | None = None, alias: str | None
 
 # -- pins and retention ---------------------------------------------------
 
-def set_pinned(conn: psycopg.Connection, snapshot_id: int, pinned: bool) -> Snapshot:
-    """Pin (keep through retention) or unpin a snapshot; pinning a dropped one is refused."""
+def set_pinned(conn: psycopg.Connection, snapshot_id: int, pinned: bool, *, actor: str | None = None,
+               reason: str = "") -> Snapshot:
+    """Pin (keep through retention) or unpin a snapshot; pinning a dropped one is refused. Audited."""
     snap = get(conn, snapshot_id)
     with conn.transaction():
         _lock_site(conn, snap.site)
@@ -330,15 +331,19 @@ def set_pinned(conn: psycopg.Connection, snapshot_id: int, pinned: bool) -> Snap
                 f"snapshot {snapshot_id} has no table any more (retention dropped it); it cannot be pinned"
             )
         conn.execute("UPDATE sitekb.snapshots SET pinned = %s WHERE snapshot_id = %s", (pinned, snapshot_id))
+        audit.record(conn, snap.site, "pinned" if pinned else "unpinned", actor or _actor(),
+                     snapshot_id=snapshot_id, reason=reason)
     return get(conn, snapshot_id)
 
 
-def apply_retention(conn: psycopg.Connection, site: str, keep: int) -> list[int]:
+def apply_retention(conn: psycopg.Connection, site: str, keep: int, *, actor: str | None = None) -> list[int]:
     """Drop the tables of snapshots beyond the newest ``keep`` that no alias points to and nobody pinned.
 
     The records stay (history and diffs keep their ids); ``table_name``
     becomes NULL and a published-then-retired snapshot stays ``retired``, a
     rejected one ``rejected``. Returns the ids whose tables were dropped.
+    ``actor``: a person pruning by hand, recorded in the audit log (the
+    retention every publish applies is the config's doing, and is not).
     """
     if keep < 1:
         raise ConfigError("retention must keep at least one snapshot")
@@ -373,6 +378,9 @@ def apply_retention(conn: psycopg.Connection, site: str, keep: int) -> list[int]
                 dropped.append(snapshot_id)
             except psycopg.errors.LockNotAvailable:
                 continue
+        if actor is not None:
+            audit.record(conn, site, "pruned", actor, reason=f"kept the newest {keep}",
+                         details={"dropped": dropped, "target": "snapshots " + (", ".join(map(str, dropped)) or "none")})
     return dropped
 
 
@@ -394,6 +402,11 @@ def abandon_building(conn: psycopg.Connection, run_id: str) -> int | None:
             (snapshot_id,),
         )
     return snapshot_id
+
+
+def current_actor() -> str:
+    """Who is acting: the user running this process."""
+    return _actor()
 
 
 def _actor() -> str:
