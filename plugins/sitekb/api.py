@@ -145,7 +145,7 @@ class _Question(_Strict):
     query_language: Text | None = Field(
         default=None, pattern=LANGUAGE_TAG,
         description="The question's language ('es'): its words are stemmed that way. Default: the language filter, "
-                    "else each language of the snapshot.")
+                    "else the language detected in the question, else each language of the snapshot.")
     vector_weight: float | None = Field(
         default=None, ge=0, le=1,
         description="Hybrid mode: the weight of the vector leg's normalised score (default 0.75; the keyword leg "
