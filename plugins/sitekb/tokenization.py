@@ -156,7 +156,9 @@ class HFTokenizer:
 
 
 def _is_bundled_model(model_name: str) -> bool:
-    return model_name.strip().lower().removeprefix("sentence-transformers/") == _BUNDLED_MODEL.lower()
+    """The bundled model, by any of its names (and its int8 variant, which has the same files)."""
+    name = model_name.strip().lower().removeprefix("sentence-transformers/").removesuffix("-int8")
+    return name == _BUNDLED_MODEL.lower()
 
 
 def local_model_path(model_name: str = _BUNDLED_MODEL) -> str:

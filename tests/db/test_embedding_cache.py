@@ -393,3 +393,25 @@ def test_queries_go_to_the_server_and_key_variable_the_snapshot_was_embedded_wit
     assert answer.status_code == 200, answer.text
     assert [r["chunk_id"] for r in answer.json()["results"]] == [p.chunk_id for p in hits]
     assert fake_openai.stats.texts == [question, question]
+
+
+def test_the_int8_local_model_builds_snapshots_of_its_own_that_answer(conn, demo_config, monkeypatch, tmp_path):
+    from sitekb.providers.base import LOCAL_INT8_MODEL
+
+    monkeypatch.setenv("SITEKB_HOME", str(tmp_path))
+    settings = Settings.from_env()
+    fp32_run = engine.refresh(settings, small_demo(demo_config))
+    int8_run = engine.refresh(settings, small_demo(demo_config, provider="local", model=LOCAL_INT8_MODEL),
+                              alias="int8-preview")
+    a, b = snapshots.for_run(conn, fp32_run), snapshots.for_run(conn, int8_run)
+    assert (a.embedding_model, b.embedding_model) == ("all-MiniLM-L6-v2", LOCAL_INT8_MODEL)
+    assert (b.dimensions, b.tokenizer) == (384, "all-MiniLM-L6-v2")
+    # Its vectors are cached under its own name: nothing of the fp32 model's was reused for it.
+    counts = dict(conn.execute("SELECT model, count(*) FROM sitekb.embedding_cache GROUP BY model").fetchall())
+    assert counts[LOCAL_INT8_MODEL] == counts["all-MiniLM-L6-v2"] > 0
+    # The golden question passed the gate on it, and a question asked of it is embedded by it.
+    assert b.quality["golden"]["hits"] == 1
+    hits = query.search(conn, settings, "How many points does a demo request add to a lead score?",
+                        site=b.site, alias="int8-preview", k=3)
+    assert hits.embedding_model == LOCAL_INT8_MODEL
+    assert hits[0].url.endswith("/articles/lead-scoring-fundamentals.html")

@@ -13,7 +13,9 @@ sentence-transformers; ``auto`` (the default) is onnx when onnxruntime is
 installed and the conversion succeeds, else torch, with a log line saying
 why. Both give the same vectors (cosine >= 0.999, tests/unit/test_local_onnx.py),
 so the model name, and with it the embedding cache key and what snapshots
-record, is the same for both.
+record, is the same for both. ``all-MiniLM-L6-v2-int8`` is the same files
+quantised to int8: other vectors, so another model name, and ONNX Runtime only
+(whatever the runtime setting says, it never falls back to torch).
 
 Settings read: none (runtime and cache folder are passed in). The model loads
 from the bundled package's folder, never from a hub; entry points set
@@ -32,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from sitekb.errors import ConfigError
-from sitekb.providers.base import LOCAL_DEFAULT_MODEL, MODEL_SPECS
+from sitekb.providers.base import LOCAL_DEFAULT_MODEL, LOCAL_INT8_MODEL, LOCAL_MODELS, MODEL_SPECS
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def _load_onnx(name: str, cache_dir: Path):
     from sitekb.providers.local_onnx import OnnxSentenceEncoder
     from sitekb.tokenization import local_model_path
 
-    return OnnxSentenceEncoder(local_model_path(name), cache_dir)
+    return OnnxSentenceEncoder(local_model_path(name), cache_dir, quantize=name == LOCAL_INT8_MODEL)
 
 
 def _load_backend(name: str, runtime: str, cache_dir: Path):
@@ -76,7 +78,9 @@ def _load_backend(name: str, runtime: str, cache_dir: Path):
     with _LOCK:
         if key not in _BACKENDS:
             started = time.monotonic()
-            if runtime == "torch":
+            if name == LOCAL_INT8_MODEL:
+                backend = _load_int8(name, runtime, cache_dir)
+            elif runtime == "torch":
                 backend = _TorchEncoder(_load_model(name))
             elif runtime == "onnx":
                 try:
@@ -90,6 +94,20 @@ def _load_backend(name: str, runtime: str, cache_dir: Path):
             _BACKENDS[key] = backend
             _LOAD_SECONDS[key] = time.monotonic() - started
         return _BACKENDS[key]
+
+
+def _load_int8(name: str, runtime: str, cache_dir: Path):
+    """The int8 model runs on ONNX Runtime or not at all: torch would give other vectors under its name."""
+    if runtime == "torch":
+        raise ConfigError(f"the local model {name} runs on ONNX Runtime only, and SITEKB_LOCAL_RUNTIME=torch: "
+                          f"unset it (or set auto), or use {LOCAL_DEFAULT_MODEL}")
+    try:
+        backend = _load_onnx(name, cache_dir)
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the user's next step is the same
+        raise ConfigError(f"the local model {name} runs on ONNX Runtime only, which cannot run it here: "
+                          f"{_first_line(exc)}. Install onnxruntime and onnx, or use {LOCAL_DEFAULT_MODEL}") from exc
+    log.info("local model %s runs on ONNX Runtime %s (%s)", name, backend.runtime_version, backend.path)
+    return backend
 
 
 def _first_line(exc: BaseException) -> str:
@@ -138,9 +156,10 @@ class LocalEmbedder:
 
     def __init__(self, model: str = LOCAL_DEFAULT_MODEL, batch_size: int = 64, *, runtime: str = "auto",
                  cache_dir: str | Path | None = None):
-        if model != LOCAL_DEFAULT_MODEL:
+        if model not in LOCAL_MODELS:
             raise ConfigError(
-                f"local embedding model {model!r} is not bundled; the local provider ships {LOCAL_DEFAULT_MODEL}. "
+                f"local embedding model {model!r} is not bundled; the local provider ships {LOCAL_DEFAULT_MODEL} "
+                f"(and {LOCAL_INT8_MODEL}, its int8 quantisation on ONNX Runtime). "
                 "Use provider 'openai' with an OpenAI-compatible server for other models."
             )
         if runtime not in RUNTIMES:
