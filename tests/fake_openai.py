@@ -391,6 +391,20 @@ class FakeOpenAI:
         return 404, _error(f"Invalid URL (GET {path})", "unknown_url")
 
 
+def embedding_through(config, server: "FakeOpenAI", *, model: str = "text-embedding-3-small", dimensions: int = 64):
+    """A site config (``sitekb.sites.SiteConfig``) that embeds through ``server``: an end-to-end run without a model."""
+    return config.model_copy(update={"embedding": config.embedding.model_copy(update={
+        "provider": "openai", "model": model, "dimensions": dimensions, "base_url": server.base_url})})
+
+
+def use_environment(env, database_url: str, home) -> None:
+    """What a run through the fake server needs in the environment (``env``: a pytest MonkeyPatch)."""
+    env.setenv("OPENAI_API_KEY", "test")
+    env.delenv("OPENAI_BASE_URL", raising=False)
+    env.setenv("SITEKB_DATABASE_URL", database_url)
+    env.setenv("SITEKB_HOME", str(home))
+
+
 def _error(message: str, code: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
                                  "code": code}}).encode()

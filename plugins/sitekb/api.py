@@ -11,6 +11,10 @@ Endpoints:
   ``per_page`` passages (default 2) come from one page.
 - ``POST /v1/pages``: the top-k pages, each with its best passages
   (``sitekb_api.search_pages``), for a frontend that cites pages.
+- ``POST /v1/explain``: the same request as ``/v1/search``; each passage found
+  comes with why (``sitekb_api.explain``, :mod:`sitekb.explain`): its page and
+  fetch, what the extractor cut, the versions that made it, the snapshot and who
+  published it, the quality checks, approvals and corrections, the page's history.
 - ``GET /v1/snapshots`` and ``GET /v1/snapshots/{id}``: the snapshots a
   frontend may query (published, or published before and not yet retired).
 - ``GET /healthz`` (the process answers), ``GET /readyz`` (the database
@@ -66,7 +70,7 @@ from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sitekb import __version__, query, store
+from sitekb import __version__, explain as explaining, query, store
 from sitekb.errors import ConfigError, EmbeddingUnavailable, NotFound, TransientError
 from sitekb.passages import (DEFAULT_ALIAS, DEFAULT_MODE, DEFAULT_PAGE_PASSAGES, DEFAULT_PER_PAGE, MAX_K,
                              MAX_PAGE_PASSAGES, MAX_PAGES, MAX_QUERY_CHARS, Mode, Page, Passage)
@@ -184,6 +188,18 @@ class SearchResponse(BaseModel):
     snapshot_id: int
     embedding_model: str
     results: list[Passage]
+
+
+class ExplainResponse(BaseModel):
+    query: str
+    site: str
+    mode: str
+    alias: str | None = Field(description="The alias read; null when a snapshot was pinned.")
+    snapshot_id: int
+    embedding_model: str
+    results: list[explaining.Explained] = Field(
+        description="The passages of POST /v1/search, each with page, extraction, chunking, embedding, snapshot, "
+                    "quality, correction and history: what a frontend shows as 'why this answer'.")
 
 
 class PagesRequest(_Question):
@@ -328,14 +344,8 @@ def get_snapshot(snapshot_id: Annotated[BigInt, Path()], conn: PooledConnection)
 @protected.post("/search", response_model=SearchResponse, tags=["search"],
                 summary="Top-k passages with citations for a question")
 def search(body: SearchRequest, request: Request) -> SearchResponse:
-    # No connection for the length of the request: query.search borrows one to resolve the
-    # snapshot and one to rank, and holds none while the question is embedded.
-    lend = request.app.state.pool.connection
-    alias, site = _alias_and_site(body, lend)
-    result = query.search(lend, request.app.state.settings, body.query, site=site, k=body.k, mode=body.mode,
-                          alias=alias, snapshot_id=body.snapshot, filters=body.filters.to_query(),
-                          ranking=body.ranking(body.per_page), cache=request.app.state.question_cache)
-    return SearchResponse(**result.as_dict())
+    lend, asked = _searching(body, request)
+    return SearchResponse(**query.search(lend, request.app.state.settings, body.query, **asked).as_dict())
 
 
 @protected.post("/pages", response_model=PagesResponse, tags=["search"],
@@ -348,6 +358,27 @@ def search_pages(body: PagesRequest, request: Request) -> PagesResponse:
                                 passages=body.passages, ranking=body.ranking(),
                                 cache=request.app.state.question_cache)
     return PagesResponse(**result.as_dict())
+
+
+@protected.post("/explain", response_model=ExplainResponse, tags=["search"],
+                summary="The passages of a search, each with where it came from and why it is trusted")
+def explain(body: SearchRequest, request: Request) -> ExplainResponse:
+    lend, asked = _searching(body, request)
+    return ExplainResponse(**explaining.explain(lend, request.app.state.settings, body.query, **asked).as_dict())
+
+
+def _searching(body: SearchRequest, request: Request) -> tuple:
+    """The connection lender and the keyword arguments of query.search (and explain.explain, which searches
+    the same way) for a request.
+
+    No connection for the length of the request: the search borrows one to resolve the snapshot and one
+    to rank, and holds none while the question is embedded.
+    """
+    lend = request.app.state.pool.connection
+    alias, site = _alias_and_site(body, lend)
+    return lend, {"site": site, "k": body.k, "mode": body.mode, "alias": alias, "snapshot_id": body.snapshot,
+                  "filters": body.filters.to_query(), "ranking": body.ranking(body.per_page),
+                  "cache": request.app.state.question_cache}
 
 
 def _alias_and_site(body: _Question, lend) -> tuple[str | None, str | None]:
@@ -486,6 +517,9 @@ def create_app(settings: Settings, *, database_url: str | None = None, api_keys:
                           if k and k.strip()]
     app.include_router(router)
     app.include_router(protected)
+    from sitekb.report_html.routes import router as report_router   # GET /report/{site}: the HTML report
+
+    app.include_router(report_router, dependencies=[Depends(require_key)], responses=ERRORS)
     app.add_exception_handler(NotFound, _problem(404))
     app.add_exception_handler(ConfigError, _problem(422))
     app.add_exception_handler(EmbeddingUnavailable, _embedding_down)

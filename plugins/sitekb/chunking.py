@@ -30,6 +30,17 @@ __all__ = [
 
 # Bump whenever the same markdown and config would yield different chunks.
 CHUNKER_VERSION = "sitekb-chunker/1"
+
+
+def chunk_inputs(tokenizer_name: str, config: "ChunkingConfig") -> str:
+    """What decides a document's chunks besides its URL, title and text: the chunker's version, the
+    tokenizer and the chunking settings. Chunks cut with the same inputs from the same document are the
+    chunks chunking would cut again (the chunk stage reuses them)."""
+    from dataclasses import asdict
+
+    key = json.dumps({"chunker": CHUNKER_VERSION, "tokenizer": tokenizer_name, "config": asdict(config)},
+                     sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 DEFAULT_TEMPLATE = "{title}\n{heading_path}\n\n{text}"
 HEADING_SEPARATOR = " > "
 

@@ -82,8 +82,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if args.engine == "airflow":
             from sitekb.orchestration.runner import run_dag
 
+            # On a terminal a live view of the DAG run; in a log (a file, a pipe), a line per phase and task.
             run_id = run_dag(config, args.site or config.name, settings, origin=origin, alias=args.alias,
-                             full_recrawl=args.full)
+                             full_recrawl=args.full, live=sys.stderr.isatty())
         else:
             with _progress_bar() as progress:
                 if args.from_stage:
@@ -168,22 +169,6 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# -- ledgers ----------------------------------------------------------------
-
-def cmd_exclusions(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb.store import ledger
-
-    with connect(settings) as conn:
-        rows = ledger.exclusions(conn, site=args.site, run_id=args.run, rule=args.rule)
-    if args.json:
-        _print_json(rows)
-    else:
-        for r in rows:
-            print(f"{r['site']:10} {r['rule']:16} {r['url']}  ({r['detail']})")
-        print(f"{len(rows)} exclusions")
-    return 0
-
-
 def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb.orchestration.runner import airflow
 
@@ -220,7 +205,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sitekb.commands import completion, crawl, embeddings, quality, snapshots
+    from sitekb.commands import completion, crawl, embeddings, ledgers, quality, rebuild, report, snapshots
+    from sitekb.commands import corrections, explain, messaging
     from sitekb.stages import NAMES
 
     parser = _Parser(
@@ -263,13 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
     dbp.add_argument("--json", action="store_true", help="machine-readable status")
     dbp.set_defaults(func=cmd_db)
 
-    exc = sub.add_parser("exclusions", help="the ledger of URLs left out, with the rule that excluded each")
-    exc.add_argument("--site", help="only this site")
-    exc.add_argument("--run", metavar="RUN_ID", help="only what this run excluded")
-    exc.add_argument("--rule", help="only this rule (label, robots-txt, robots-meta, tdm-reservation, off-domain, ...)")
-    exc.add_argument("--json", action="store_true", help="machine-readable output")
-    exc.set_defaults(func=cmd_exclusions)
-
     demo = sub.add_parser("demo", help="serve the bundled demo site until Ctrl-C")
     demo.add_argument("--host", default="127.0.0.1",
                       help="address to bind (default: 127.0.0.1; 0.0.0.0 serves every interface, with a warning)")
@@ -282,8 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to airflow")
     af.set_defaults(func=cmd_airflow)
 
-    for family in (quality, snapshots, crawl, embeddings, completion):
+    for family in (quality, ledgers, snapshots, crawl, embeddings, report, explain, corrections, messaging,
+                   rebuild, completion):
         family.register(sub)
+    from sitekb.commands import examples
+
+    examples.attach(parser)
     return parser
 
 
@@ -333,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sitekb: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`sitekb ... | head`): nothing left to say to it. Point stdout at /dev/null
+        # so the interpreter's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         # A connection lost outside a run's stages (the engine words those itself): one line, exit 3.
         psycopg = sys.modules.get("psycopg")

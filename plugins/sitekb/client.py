@@ -22,12 +22,13 @@ import urllib.request
 from datetime import date
 from typing import Any
 
+from sitekb.explain import Explained, Explanation
 from sitekb.passages import Page, PagesResult, Passage, SearchResult
 
 # per_page not given: the server's default (2). None is a value: no limit.
 _SERVER_DEFAULT = object()
 
-__all__ = ["APIError", "Client", "Passage", "SearchResult"]
+__all__ = ["APIError", "Client", "Explained", "Explanation", "Passage", "SearchResult"]
 
 
 class APIError(Exception):
@@ -91,6 +92,21 @@ class Client:
         data = self._request("POST", "/v1/search", body)
         passages = [Passage(**p) for p in data.pop("results")]
         return SearchResult(passages=passages, **data)
+
+    def explain(self, query: str, k: int = 5, *, site: str | None = None, mode: str | None = None,
+                alias: str | None = None, snapshot: int | None = None, url_prefix: str | None = None,
+                tags: list[str] | None = None, language: str | None = None,
+                published_after: date | str | None = None, published_before: date | str | None = None,
+                per_page: int | None | object = _SERVER_DEFAULT, query_language: str | None = None,
+                vector_weight: float | None = None) -> Explanation:
+        """The passages :meth:`search` finds, each with why (``POST /v1/explain``): page, fetch, extraction,
+        versions, snapshot and who published it, quality checks, approval, correction, history."""
+        body = self._question(query, k, site, mode, alias, snapshot, url_prefix, tags, language, published_after,
+                              published_before, query_language, vector_weight)
+        if per_page is not _SERVER_DEFAULT:
+            body["per_page"] = per_page
+        data = self._request("POST", "/v1/explain", body)
+        return Explanation(passages=[Explained(**p) for p in data.pop("results")], **data)
 
     def pages(self, query: str, k: int = 5, *, passages: int | None = None, site: str | None = None,
               mode: str | None = None, alias: str | None = None, snapshot: int | None = None,

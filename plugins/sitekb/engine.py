@@ -3,8 +3,8 @@
 :func:`start` records a run with its effective site config and the embedder
 it chooses (once; every later stage and task uses that one). :func:`execute`
 runs one stage of a run: the Airflow tasks call it one stage per task, and
-:func:`refresh`, :func:`rerun` and :func:`dry_run` call it for each stage of
-their plan, in this process. Executing a stage times it, stores its record
+:func:`refresh`, :func:`rebuild`, :func:`rerun` and :func:`dry_run` call it for
+each stage of their plan, in this process. Executing a stage times it, stores its record
 under ``sitekb.runs.stages`` and logs what it did; a stage that stops the run
 (the quality gate) has its record stored before its error is raised.
 
@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 
 import psycopg
 
-from sitekb import stages, store
+from sitekb import restage, stages, store
 from sitekb.embedding import choose
 from sitekb.errors import DatabaseUnavailable, SitekbError, TransientError, database_lost
 from sitekb.passages import DEFAULT_ALIAS
@@ -134,15 +134,17 @@ def execute(stage: Stage, ctx: RunContext) -> StageResult:
 
 def refresh(settings: Settings, site: SiteConfig, *, run_id: str | None = None, alias: str = DEFAULT_ALIAS,
             full_recrawl: bool = False, actor: str | None = None, take_over: bool = False,
-            progress: Callable[[str, int, int], None] | None = None) -> str:
+            progress: Callable[[str, int, int], None] | None = None, rebuild_of: str | None = None) -> str:
     """One whole refresh in this process; return the run id. Raises a SitekbError on failure.
 
     ``progress(stage, done, total)`` hears how far a long stage has come (the CLI draws it on a terminal).
     ``take_over``: another run of the site still marked running is marked failed instead of stopping this one.
+    ``rebuild_of``: the crawl stage takes up that run's pages instead of crawling (:func:`rebuild`).
     """
-    params = {"alias": alias, "full_recrawl": full_recrawl, **({"actor": actor} if actor else {})}
+    params = {"alias": alias, "full_recrawl": full_recrawl, **({"actor": actor} if actor else {}),
+              **({"rebuild_of": rebuild_of} if rebuild_of else {})}
     with _database(settings) as (url, conn):
-        run = start(conn, settings, site, run_id or new_run_id(site.name), params,
+        run = start(conn, settings, site, run_id or new_run_id(site.name, "rebuild" if rebuild_of else "cli"), params,
                     gone=declare_gone if take_over else None)
         ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn, progress=progress)
         _prewarm(ctx)
@@ -158,6 +160,35 @@ def refresh(settings: Settings, site: SiteConfig, *, run_id: str | None = None, 
             return run.run_id
         _run_plan(ctx, stages.STAGES)
     return run.run_id
+
+
+def rebuild_plan(settings: Settings, site: SiteConfig) -> tuple[str, SiteConfig]:
+    """The run a rebuild of ``site`` takes its pages from, and the config it runs with (:func:`restage.plan`).
+
+    Raises NotFound, changing nothing, when the site has no finished crawl to rebuild from.
+    """
+    with _database(settings) as (_, conn):
+        return restage.plan(conn, site)
+
+
+def rebuild(settings: Settings, site: SiteConfig, *, run_id: str | None = None, alias: str = DEFAULT_ALIAS,
+            actor: str | None = None, take_over: bool = False,
+            progress: Callable[[str, int, int], None] | None = None) -> str:
+    """A new snapshot from the pages the site's newest crawl kept, with the config as it is now; no request is sent.
+
+    A new run (id ``<site>__rebuild__...``, params ``rebuild_of``) of every
+    registered stage: the crawl stage takes up the stored pages, judged again by
+    the current config (:mod:`sitekb.restage`), and the stages after it run as in
+    a refresh, so only chunk texts the embedding cache lacks are embedded, the
+    same gate judges the snapshot, and a site that requires approval gets a
+    validated snapshot left for a content owner. Refused, changing nothing: no
+    finished crawl to take pages from (NotFound), another run of the site
+    running (RunInProgress, unless ``take_over``). Returns the run id.
+    """
+    source, site = rebuild_plan(settings, site)
+    log.info("rebuild of %s from the pages of run %s (config %s)", site.name, source, site.config_hash())
+    return refresh(settings, site, run_id=run_id, alias=alias, actor=actor, take_over=take_over, progress=progress,
+                   rebuild_of=source)
 
 
 def rerun(settings: Settings, site: SiteConfig, from_stage: str, *, run_id: str | None = None,
@@ -194,14 +225,16 @@ def rerun(settings: Settings, site: SiteConfig, from_stage: str, *, run_id: str 
     return run_id
 
 
-def dry_run(settings: Settings, site: SiteConfig) -> dict:
+def dry_run(settings: Settings, site: SiteConfig, *, rebuild_of: str | None = None) -> dict:
     """Crawl, extract, validate and chunk into a throw-away run and report what embedding it would cost.
 
     The run's documents and chunks are deleted afterwards (pages fetched stay,
     as after any crawl); its record stays, marked succeeded, with what each stage did.
+    ``rebuild_of``: a rebuild's dry run (:func:`rebuild_plan`): the pages of that run are taken up, not fetched.
     """
+    params = {"dry_run": True, **({"rebuild_of": rebuild_of} if rebuild_of else {})}
     with _database(settings) as (url, conn):
-        run = start(conn, settings, site, new_run_id(site.name, "dryrun"), {"dry_run": True})
+        run = start(conn, settings, site, new_run_id(site.name, "dryrun"), params)
         ctx = RunContext(run=run, settings=settings, database_url=url, conn=conn)
         try:
             results = _run_plan(ctx, [stages.get(name) for name in stages.DRY_RUN])

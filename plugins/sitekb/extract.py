@@ -38,6 +38,7 @@ import copy
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
 import re
 import unicodedata
@@ -68,6 +69,7 @@ __all__ = [
     "plain_heading",
     "strip_nosnippet",
     "text_document",
+    "with_markdown",
 ]
 
 PDF_TYPE = "application/pdf"
@@ -153,6 +155,17 @@ class Document:
     # Second looks extract_document took because the first extraction lost the article:
     # "unpruned" (boilerplate pruning removed it), "favor_recall" (precision mode kept a fragment).
     fallbacks: tuple[str, ...] = ()
+    # What was cut before trafilatura ran, for `sitekb explain`: sections marked nosnippet
+    # (data-nosnippet and the site's selectors), hidden elements, pruned boilerplate blocks.
+    nosnippet_removed: int = 0
+    hidden_removed: int = 0
+    boilerplate_blocks: int = 0
+
+    def extraction(self) -> dict:
+        """What the extractor cut from the page (stored with the document, shown by `sitekb explain`)."""
+        return {"nosnippet_removed": self.nosnippet_removed, "hidden_removed": self.hidden_removed,
+                "boilerplate_blocks": self.boilerplate_blocks,
+                "fallbacks": list(self.fallbacks)}
 
 
 def _parse(html: str) -> lxml.html.HtmlElement | None:
@@ -235,12 +248,18 @@ def _boilerplate_blocks(tree: lxml.html.HtmlElement, families: Sequence[str]) ->
 
 def strip_nosnippet(html: str, selectors: Sequence[str] = NOSNIPPET_SELECTORS) -> str:
     """Return `html` without the elements matching any CSS selector (default: [data-nosnippet])."""
+    return _strip_counted(html, selectors)[0]
+
+
+def _strip_counted(html: str, selectors: Sequence[str]) -> tuple[str, int]:
+    """`html` without the elements matching ``selectors``, and how many were removed."""
     tree = _parse(html)
     if tree is None:
-        return html
-    if not _drop_matching(tree, selectors):
-        return html
-    return lxml.html.tostring(tree, encoding="unicode")
+        return html, 0
+    removed = _drop_matching(tree, selectors)
+    if not removed:
+        return html, 0
+    return lxml.html.tostring(tree, encoding="unicode"), removed
 
 
 def _clean(value: object) -> str | None:
@@ -727,11 +746,11 @@ def extract_document(html: str, url: str, *, favor_precision: bool = True,
     tree = _parse(html)
     if tree is None:
         return None
-    _drop_matching(tree, NOSNIPPET_SELECTORS)
+    nosnippet = _drop_matching(tree, NOSNIPPET_SELECTORS)
     _drop_unsafe_json_ld(tree, url)
     # Hidden text never reaches the document (nor counts as visible); the quality
     # gate measures it again from the stored page (hidden_text_of_page).
-    find_hidden(tree, drop=True)
+    hidden = sum(1 for h in find_hidden(tree, drop=True) if h.how != "template")
     # Counted before trafilatura runs: it prunes the tree it is given.
     visible_words = visible_word_count(tree)
     families = DEFAULT_BOILERPLATE_RULES if prune_boilerplate is True else tuple(prune_boilerplate or ())
@@ -791,6 +810,9 @@ def extract_document(html: str, url: str, *, favor_precision: bool = True,
         content_hash=hashlib.sha256(markdown.encode("utf-8")).hexdigest(),
         visible_words=visible_words,
         fallbacks=tuple(fallbacks),
+        nosnippet_removed=nosnippet,
+        hidden_removed=hidden,
+        boilerplate_blocks=0 if "unpruned" in fallbacks else len(blocks),
     )
 
 
@@ -830,7 +852,49 @@ def document_of_page(body: str, url: str, content_type: str | None,
         doc = text_document(body, url)
     else:
         selectors = tuple(nosnippet_selectors)
-        doc = extract_document(strip_nosnippet(body, selectors) if selectors else body, url)
+        html, cut = _strip_counted(body, selectors) if selectors else (body, 0)
+        doc = extract_document(html, url)
+        if doc is not None and cut:
+            doc = dataclasses.replace(doc, nosnippet_removed=doc.nosnippet_removed + cut)
     if doc is None or not doc.markdown.strip():
         return None
     return doc
+
+
+def extraction_inputs(nosnippet_selectors: Sequence[str]) -> str:
+    """What decides a page's document besides its body: the extractor's version, trafilatura's own, the
+    nosnippet selectors and the pruning rules. A document extracted with the same inputs from the same
+    body is the document extraction would make again (the extract stage reuses it)."""
+    key = json.dumps({"extractor": EXTRACTOR_VERSION, "selectors": list(nosnippet_selectors),
+                      "rules": {name: BOILERPLATE_RULES[name] for name in DEFAULT_BOILERPLATE_RULES}},
+                     sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def document_of_record(row: Mapping) -> Document:
+    """A stored document (a ``sitekb.documents`` row as JSON) as the extractor made it."""
+    cut = row.get("extraction") or {}
+    return Document(
+        url=row["url"], canonical_url=row.get("canonical_url"), title=row.get("title"),
+        description=row.get("description"), author=row.get("author"), published=row.get("published"),
+        modified=row.get("modified"), language=row.get("language"), tags=tuple(row.get("tags") or ()),
+        markdown=row["markdown"], word_count=int(row["word_count"]), content_hash=row["content_hash"],
+        visible_words=int(row.get("visible_words") or 0), fallbacks=tuple(cut.get("fallbacks") or ()),
+        nosnippet_removed=int(cut.get("nosnippet_removed") or 0), hidden_removed=int(cut.get("hidden_removed") or 0),
+        boilerplate_blocks=int(cut.get("boilerplate_blocks") or 0))
+
+
+def with_markdown(doc: Document, markdown: str) -> Document:
+    """``doc`` with its text replaced by ``markdown`` (a content owner's correction), made as extraction makes it.
+
+    Headings become plain text, words are counted and the content hash is taken
+    of the new text, so every later stage treats it like extracted text. The
+    page's metadata and what the extractor measured on the page stay.
+    """
+    text = _plain_headings(_tidy_markdown(markdown))
+    if not _WORD.search(text):
+        raise ValueError("the corrected text has no words")
+    if doc.title and not _HEADING_LINE.match(text):
+        text = f"# {doc.title}\n\n{text}"
+    return dataclasses.replace(doc, markdown=text, word_count=len(_WORD.findall(text)),
+                               content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest())

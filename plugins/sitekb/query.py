@@ -266,6 +266,15 @@ def embed_question(snap: dict, query: str, settings: Settings, cache: QuestionCa
         raise QuestionEmbeddingDelayed(f"cannot embed the query with {snap['embedding_model']} now: {exc}") from exc
 
 
+def explain_chunks(conn: psycopg.Connection, site: str | None, chunk_ids: list[str], *, alias: str | None = None,
+                   snapshot_id: int | None = None, unpublished: bool = False) -> list[dict]:
+    """``sitekb_api.explain`` of these chunks, in their order (:mod:`sitekb.explain` words it)."""
+    with _session(conn, unpublished), _errors():
+        return [r[0] for r in conn.execute(
+            "SELECT * FROM sitekb_api.explain(%s, %s, alias => %s, snapshot_id => %s)",
+            (site, chunk_ids, alias, snapshot_id)).fetchall()]
+
+
 def only_site(conn: psycopg.Connection, alias: str) -> str:
     """The one site published under ``alias`` (a request may leave the site out then)."""
     sites = [r[0] for r in conn.execute("SELECT DISTINCT site FROM sitekb_api.aliases WHERE alias = %s ORDER BY 1",

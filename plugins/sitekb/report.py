@@ -28,13 +28,18 @@ def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
         "excluded": crawl.get("excluded", {}),
         "crawl_errors": crawl.get("errors", {}),
         "documents": validate.get("accepted", stages.get("extract", {}).get("documents", 0)),
+        # Documents the extract stage copied from an earlier run (their page's body unchanged) vs extracted.
+        "documents_reused": stages.get("extract", {}).get("reused", 0),
         "quarantined": validate.get("quarantined", 0),
         "quarantined_urls": validate.get("quarantined_urls", {}),
         # Pages a safety check flagged under the `report` policy: kept, but an owner should look.
         "flagged_urls": validate.get("flagged_urls", {}),
         # Accepted pages per language, and what the run warned of (pages its local model does not know).
         "languages": validate.get("languages", {}),
-        "warnings": validate.get("warnings", []),
+        "warnings": validate.get("warnings", []) + stages.get("extract", {}).get("warnings", []),
+        # Content owners' corrections the extract stage used, and those that expired (their page changed).
+        "corrected": stages.get("extract", {}).get("corrected", 0),
+        "corrections_expired": stages.get("extract", {}).get("expired_corrections", {}),
         "chunks": stages.get("chunk", {}).get("chunks", 0),
         "embedding_model": f"{embed.get('provider', '?')}:{embed.get('model', '?')}",
         "dimensions": embed.get("dimensions"),
@@ -51,9 +56,40 @@ def run_summary(conn: psycopg.Connection, run_id: str) -> dict:
         "verdict": stages.get("evaluate", {}).get("verdict"),
         "failures": stages.get("evaluate", {}).get("failures") or [],
         "dry_run": bool((run["params"] or {}).get("dry_run")),
+        # A rebuild (`sitekb rebuild`): the crawl whose pages it took up, without a request.
+        "rebuild_of": (run["params"] or {}).get("rebuild_of"),
         "estimated_usd": embed.get("estimated_usd"),
         "diff_pages": (snap.get("diff") if snap else None) or {},
+        # What the snapshot covers (sitekb.coverage): shares per section, tag, language, topic; its warnings.
+        "coverage": _coverage(conn, snap),
+        # Retired terms and claims (sitekb.messaging): per rule, the snapshot's pages and chunks still using it.
+        "messaging": _messaging(conn, snap),
     }
+
+
+def _messaging(conn: psycopg.Connection, snap: dict | None) -> list[dict]:
+    from sitekb.store import messaging
+
+    return messaging.summary(conn, snap["snapshot_id"] if snap else None)
+
+
+def _messaging_lines(summary: dict) -> list[str]:
+    """``"Acme Cloud" (block): 2 pages, 3 chunks still use it; 1 held back`` for every rule with a hit."""
+    return [f'"{r["rule"]}" ({r["policy"]}): {r["pages"]} pages, {r["chunks"]} chunks still use it'
+            + (f'; {r["held_back"]} held back' if r["held_back"] else "")
+            for r in summary.get("messaging") or [] if r["pages"] or r["held_back"]]
+
+
+def _coverage(conn: psycopg.Connection, snap: dict | None) -> dict | None:
+    from sitekb.store import coverage
+
+    return coverage.get(conn, snap["snapshot_id"]) if snap else None
+
+
+def _coverage_line(record: dict | None) -> str:
+    from sitekb.coverage import headline
+
+    return headline(record)
 
 
 def format_note(summary: dict) -> str:
@@ -84,6 +120,10 @@ def format_note(summary: dict) -> str:
     if s.get("diff"):
         d = s["diff"]
         lines.append(f"- diff vs live: +{d.get('added', 0)} pages, -{d.get('removed', 0)}, ~{d.get('changed', 0)} changed")
+    lines += [f"- messaging: {line}" for line in _messaging_lines(s)]
+    if s.get("coverage"):
+        lines.append(f"- coverage: {_coverage_line(s['coverage'])}")
+        lines += [f"- **coverage warning**: {w}" for w in s["coverage"].get("warnings") or []]
     if s.get("error"):
         lines.append(f"- reason: {s['error']}")
     lines.append(f"- run: {s['run_id']}")
@@ -125,10 +165,14 @@ def format_summary(summary: dict) -> str:
         f"sitekb run {summary['run_id']}  site={summary['site']}  status={summary['status']}",
         f"  snapshot        {summary['snapshot_id']} ({summary['snapshot_state']}"
         + (f", alias {', '.join(summary['aliases'])}" if summary["aliases"] else "") + ")",
-        f"  pages crawled   {summary['pages_crawled']} ({summary['pages_not_modified']} not modified)",
+        (f"  pages staged    {summary['pages_crawled']} from run {summary['rebuild_of']} (no request sent)"
+         if summary.get("rebuild_of") else
+         f"  pages crawled   {summary['pages_crawled']} ({summary['pages_not_modified']} not modified)"),
         f"  excluded        {_counts(summary['excluded'])}",
         f"  crawl errors    {_counts(summary['crawl_errors'])}",
-        f"  documents       {summary['documents']} accepted, {summary['quarantined']} quarantined",
+        f"  documents       {summary['documents']} accepted, {summary['quarantined']} quarantined"
+        + (f" ({summary['documents_reused']} unchanged pages not extracted again)"
+           if summary.get("documents_reused") else ""),
     ]
     for url, checks in sorted(summary["quarantined_urls"].items()):
         lines.append(f"                  quarantined {url}: {', '.join(checks)}")
@@ -136,6 +180,8 @@ def format_summary(summary: dict) -> str:
         lines.append(f"                  flagged, kept {url}: {'; '.join(flags)}")
     if len(summary.get("languages") or {}) > 1:
         lines.append(f"  languages       {_counts(summary['languages'])}")
+    if summary.get("corrected"):
+        lines.append(f"  corrections     {summary['corrected']} page(s) use a content owner's corrected text")
     for warning in summary.get("warnings") or []:
         lines.append(f"  WARNING         {warning}")
     lines += [
@@ -144,6 +190,10 @@ def format_summary(summary: dict) -> str:
         f"  embeddings      {summary['embeddings_reused']} reused from cache, {summary['embeddings_computed']} computed",
     ]
     lines += _quality_lines(summary.get("quality") or {})
+    lines += [f"  messaging       {line}" for line in _messaging_lines(summary)]
+    if summary.get("coverage"):
+        lines.append(f"  coverage        {_coverage_line(summary['coverage'])}")
+        lines += [f"  WARNING         coverage: {w}" for w in summary["coverage"].get("warnings") or []]
     if summary.get("golden"):
         g = summary["golden"]
         lines.append(f"  golden          {g['hits']}/{g['asked']} questions find their page")
@@ -180,8 +230,9 @@ def format_pages(pages: list) -> str:
     return "\n".join(lines)
 
 
-def format_diff(diff, limit: int = 50) -> str:
-    """A snapshots.SnapshotDiff for a content owner: which pages came, went and changed, and by how much."""
+def format_diff(readable, limit: int = 50, text: bool = True) -> str:
+    """A diffs.ReadableDiff for a content owner: which pages came, went and changed, what changed, why pages went."""
+    diff = readable.diff
     origin = f"snapshot {diff.from_snapshot}" if diff.from_snapshot is not None else "nothing"
     lines = [
         f"{diff.site}: {origin} -> snapshot {diff.to_snapshot}",
@@ -202,6 +253,15 @@ def format_diff(diff, limit: int = 50) -> str:
             else:
                 detail = f"{page.chunks_after if sign == '+' else page.chunks_before} chunks"
             lines.append(f"  {sign} {page.title or '(untitled)'}  {page.url}  ({detail})")
+            if sign == "-" and page.url in readable.removals:
+                lines.append(f"      why: {readable.removals[page.url]['reason']}")
+            change = readable.changes.get(page.url) if sign == "~" and text else None
+            if change is not None:
+                if change.headings:
+                    lines.append("      sections: " + "; ".join(change.headings))
+                lines += [f"      {line}" for line in change.lines]
+                if change.more_lines:
+                    lines.append(f"      ... {change.more_lines} more diff lines (--max-lines 0 shows all)")
         if len(pages) > limit:
             lines.append(f"  ... and {len(pages) - limit} more (--json lists all)")
     return "\n".join(lines)

@@ -85,7 +85,10 @@ class CrawlConfig(_Strict):
     )
     max_redirects: int = Field(default=5, ge=0, le=20)
     use_sitemap_lastmod: bool = Field(
-        default=True, description="Skip pages whose sitemap lastmod is not newer than the stored fetch."
+        default=False, description="Skip requesting pages whose sitemap lastmod is not newer than the stored "
+                                   "fetch. Off by default: a skipped page's new opt-out (noindex, a label) "
+                                   "would then be seen only at the next full crawl; without it every page "
+                                   "is asked again each run (a conditional request: a 304 when unchanged)."
     )
     full_recrawl_days: float | None = Field(
         default=7, ge=0, description="A crawl is full (no conditional GET, no lastmod skip) when the last "
@@ -390,6 +393,100 @@ class GoldenQuestion(_Strict):
         return url
 
 
+# Text a messaging pattern is tried on when the config loads: one that matches an empty string in it would
+# match every page.
+_EMPTY_MATCH_PROBE = "Acme Cloud, free forever.\nA b-c 1 2."
+
+
+class MessagingRule(_Strict):
+    """One retired term or claim (sitekb.messaging): what to look for, what to say instead, what to do.
+
+    ``term`` is a word or phrase, matched case-insensitively on word boundaries,
+    whatever whitespace or line break separates its words; ``pattern`` is a
+    regular expression (case-insensitive; ``(?-i:...)`` turns that off). A rule
+    names its replacement or says why in a note. ``policy``: ``report`` (name
+    the pages in the snapshot's record), ``quarantine`` (hold each page back,
+    before it is chunked or embedded) or ``block`` (reject the snapshot: the
+    live one stays).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    term: str | None = Field(default=None, description="A word or phrase, e.g. 'Acme Cloud'.")
+    pattern: str | None = Field(default=None, description="A regular expression, e.g. 'free\\s+forever'.")
+    replacement: str | None = Field(default=None, description="What the site says now, e.g. 'Acme Platform'.")
+    note: str | None = Field(default=None, description="Why the term or claim is retired, for the writer.")
+    name: str | None = Field(default=None, description="How reports name the rule (default: its term or pattern).")
+    policy: Policy = Field(default="report", description="report, quarantine or block.")
+
+    @property
+    def key(self) -> str:
+        """The rule's name in every record and report: its name, else its term or pattern."""
+        return self.name or self.term or self.pattern or ""
+
+    @model_validator(mode="after")
+    def _one_matcher_and_advice(self) -> "MessagingRule":
+        for field_name in ("term", "pattern", "replacement", "note", "name"):
+            value = getattr(self, field_name)
+            if value is not None and not value.strip():
+                raise ValueError(f"{field_name} is empty: give it a value or leave the key out")
+        if (self.term is None) == (self.pattern is None):
+            raise ValueError("give a rule exactly one of `term` (a word or phrase, e.g. term: Acme Cloud) or "
+                             "`pattern` (a regular expression)")
+        label = f"rule {self.key!r}"
+        if self.pattern is not None:
+            try:
+                compiled = re.compile(self.pattern, re.IGNORECASE)
+            except re.error as exc:
+                raise ValueError(f"{label}: pattern {self.pattern!r} is not a valid regular expression: {exc}; "
+                                 "write a term instead if you mean the words literally") from None
+            # `x*`, `a|` or a bare `\b` match nothing at all somewhere on every page: a rule must match words.
+            if any(found.end() == found.start() for text in ("", _EMPTY_MATCH_PROBE)
+                   for found in compiled.finditer(text)):
+                raise ValueError(f"{label}: pattern {self.pattern!r} matches the empty text, so it would flag "
+                                 "every page; make it require at least one character")
+        if self.replacement is None and self.note is None:
+            raise ValueError(f"{label}: say what writers should do instead: a `replacement` (e.g. replacement: "
+                             "Acme Platform) or a `note` (e.g. note: we no longer offer a free tier)")
+        return self
+
+
+class MessagingConfig(_Strict):
+    """Retired terms and claims the site must no longer use (``messaging.rules``; sitekb.messaging)."""
+
+    rules: list[MessagingRule] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_bare_list_is_the_rules(cls, data):
+        # `messaging:` followed directly by the list of rules reads naturally in YAML.
+        return {"rules": data} if isinstance(data, list) else data
+
+    @model_validator(mode="after")
+    def _rules_are_told_apart(self) -> "MessagingConfig":
+        seen: dict[str, int] = {}
+        for index, rule in enumerate(self.rules):
+            key = " ".join(rule.key.split()).casefold()  # "Acme  Cloud" is the term "acme cloud"
+            if key in seen:
+                raise ValueError(f"rules {seen[key]} and {index} are both named {rule.key!r}: every rule needs its "
+                                 "own term, pattern or name (reports and approvals name rules by it)")
+            seen[key] = index
+        return self
+
+
+class CoverageConfig(_Strict):
+    """What a snapshot's coverage warns of (sitekb.coverage): a warning in the run summary and report, never a
+    rejection. Strict types, as the quality thresholds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    max_section_share: float = Field(
+        default=0.6, gt=0, le=1,
+        description="Largest share of a snapshot's chunks one site section (first URL path segment: /blog/, "
+                    "/docs/, / for the root) may hold before the run warns: a bot trained on one corner of the "
+                    "site answers from that corner. 1 never warns.")
+
+
 class SiteConfig(_Strict):
     """Everything sitekb needs to know about one site."""
 
@@ -401,6 +498,12 @@ class SiteConfig(_Strict):
     quality: QualityConfig = QualityConfig()
     chunking: ChunkingSettings = ChunkingSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
+    coverage: CoverageConfig = CoverageConfig()
+    messaging: MessagingConfig = Field(
+        default_factory=MessagingConfig,
+        description="Retired terms and claims (a product renamed, an offer withdrawn): every snapshot reports "
+                    "the pages and chunks that still use them; a rule may quarantine those pages or block the "
+                    "publish.")
     golden_questions: list[GoldenQuestion] = Field(default_factory=list)
     golden_k: int = Field(default=5, ge=1, le=100)
     golden_tolerance: int = Field(default=0, ge=0)
@@ -456,8 +559,10 @@ class SiteConfig(_Strict):
     def config_hash(self) -> str:
         # How the site is scheduled and alerted (the airflow section) and how much run history it keeps
         # do not change what it knows.
-        payload = json.dumps(self.model_dump(mode="json", exclude={"airflow", "history_runs"}),
-                             sort_keys=True).encode()
+        excluded = {"airflow", "history_runs"}
+        if not self.messaging.rules:
+            excluded.add("messaging")  # a config without rules fingerprints as it did before the section existed
+        payload = json.dumps(self.model_dump(mode="json", exclude=excluded), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
     def with_base_url(self, base_url: str) -> "SiteConfig":

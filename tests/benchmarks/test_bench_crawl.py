@@ -74,7 +74,7 @@ def test_bench_crawl(database_server):
         paths = build_site(web)
         urls = [web.base_url + p for p in paths]
         config = site_config(web.base_url, max_pages=2000, max_depth=10, concurrency_per_host=CONCURRENCY,
-                             timeout_seconds=20)
+                             timeout_seconds=20, use_sitemap_lastmod=True)
         bare_runs, sitekb_runs = [], []
         for round_ in range(ROUNDS):
             bare_runs.append(bare_crawl(urls))

@@ -55,7 +55,7 @@ def serve(web, shape: Shape) -> None:
 
 
 def config_of(web, name: str, max_depth: int) -> SiteConfig:
-    config = site_config(web.base_url, max_depth=max_depth, max_pages=10_000)
+    config = site_config(web.base_url, max_depth=max_depth, max_pages=10_000, use_sitemap_lastmod=True)
     return config.model_copy(update={"name": name})
 
 

@@ -44,7 +44,7 @@ def extract(conn, config, run_id):
 
 
 def test_unchanged_pages_cost_nothing_changed_and_gone_pages_are_handled(web, crawl, conn):
-    config = site_config(web.base_url)
+    config = site_config(web.base_url, use_sitemap_lastmod=True)   # opted in: lastmod skips requests
     links = ["/a.html", "/b.html", "/c.html", "/d.html", "/e.html", "/f.html"]
     pages = {path: html_reply(page(f"Page {path}", "<p>Version one. OPTOUTLATER</p>" if path == "/f.html" else ""))
              for path in links}
@@ -108,6 +108,25 @@ def test_full_recrawl_falls_due_after_the_configured_days(conn):
     assert "8 days old" in full_recrawl_due(conn, config, now=later)
     never = site_config("http://127.0.0.1:9", full_recrawl_days=None)
     assert full_recrawl_due(conn, never, now=later) is None
+
+
+def test_a_new_opt_out_on_a_page_whose_sitemap_lastmod_did_not_move_is_seen_on_the_next_run(web, crawl, conn):
+    # By default every page is asked again each run, whatever its sitemap lastmod says: a
+    # conditional request, a 304 while unchanged, and the new body once the owner opts out.
+    config = site_config(web.base_url)
+    pages = {"/a.html": html_reply(page("Page a", "<p>Version one.</p>")),
+             "/b.html": html_reply(page("Page b", "<p>Also here.</p>"))}
+    build(web, [("/a.html", OLD), ("/b.html", OLD)], ["/a.html", "/b.html"], pages)
+    crawl(config, "recheck-1")
+    pages["/a.html"] = html_reply(page("Page a", "<p>Version one.</p>", head='<meta name="robots" content="noai">'))
+    build(web, [("/a.html", OLD), ("/b.html", OLD)], ["/a.html", "/b.html"], pages)   # lastmod unchanged
+    web.hits.clear()
+    second = crawl(config, "recheck-2")
+    assert second.stats["unchanged_by_sitemap"] == 0
+    assert web.hits_of("/b.html")[0].headers.get("if-none-match")      # unchanged: a cheap 304
+    assert second.stats["not_modified"] >= 1
+    assert second.exclusions["/a.html"] == {"robots-meta"}
+    assert second.pages["/a.html"]["body"] is None
 
 
 def test_a_404_page_drops_out_of_the_next_snapshot(web, crawl, conn):

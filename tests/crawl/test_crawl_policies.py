@@ -146,16 +146,21 @@ def test_exclusions_command_filters_by_run_and_rule(web, crawl, capsys):
     crawl(site_config(web.base_url), "excl-2", full=True)
     capsys.readouterr()
     assert main(["exclusions", "--site", "fixture", "--json"]) == 0
-    everything = json.loads(capsys.readouterr().out)
-    assert {(r["url"].removeprefix(web.base_url), r["rule"]) for r in everything} == {
-        ("/private/x.html", "robots-txt"), ("/draft.html", "label")}
-    assert {r["run_id"] for r in everything} == {"excl-2"}         # the newest run that applied each rule
+    [ledger] = json.loads(capsys.readouterr().out)
+    # Nothing is published: the ledger of the site's newest crawl, one row per URL, in words.
+    assert ledger["run_id"] == "excl-2" and ledger["target"].startswith("newest run")
+    rows = {r["url"].removeprefix(web.base_url): r for r in ledger["entries"]}
+    assert {url: (r["kind"], r["rule"]) for url, r in rows.items()} == {
+        "/private/x.html": ("opt-out", "robots-txt"), "/draft.html": ("opt-out", "label")}
+    assert rows["/draft.html"]["reason"] == "marked #do_NOT_train_on_this"
+    assert rows["/private/x.html"]["reason"] == "disallowed by robots.txt"
+    assert {r["run_id"] for r in ledger["entries"]} == {"excl-2"}
     assert main(["exclusions", "--run", "excl-1", "--json"]) == 0
-    assert [r["rule"] for r in json.loads(capsys.readouterr().out)] == ["robots-txt"]
+    assert [r["rule"] for r in json.loads(capsys.readouterr().out)[0]["entries"]] == ["robots-txt"]
     assert main(["exclusions", "--site", "fixture", "--rule", "label"]) == 0
     text = capsys.readouterr().out
-    assert "/draft.html" in text and "#do_NOT_train_on_this" in text and "private" not in text
-    assert "1 exclusions" in text
+    assert "/draft.html" in text and "marked #do_NOT_train_on_this" in text and "private" not in text
+    assert "1 opt-out" in text
 
 
 def test_robots_txt_not_obeyed_still_gives_sitemaps_and_a_broken_tdmrep_is_counted(web, crawl):

@@ -146,7 +146,7 @@ def test_site_dag_wires_every_stage_in_order(parsed):
                              "build", "evaluate", "publish", "report", "outcome"]
     assert demo["mapped"] == ["embed_shard"]
     assert demo["pools"] == ["default_pool", "sitekb_embed_local"]
-    assert demo["params"] == ["alias", "dry_run", "full_recrawl", "start_url"]
+    assert demo["params"] == ["alias", "dry_run", "full_recrawl", "rebuild", "start_url"]
     # No shard (all cached, a dry run) skips the mapped task; the embed stage and the report run anyway.
     assert demo["trigger_rules"]["embed"] == "none_failed"
     assert demo["trigger_rules"]["report"] == "all_done"

@@ -57,6 +57,14 @@ def test_a_cleared_start_of_a_published_run_leaves_it_finished(conn, airflow_env
     assert runs.load(conn, run_id).status == "succeeded"
 
 
+def test_a_rebuild_of_a_site_never_crawled_fails_its_start_and_records_no_run(conn, airflow_env):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="nothing staged to rebuild from"):
+        tasks.start(DEMO, {"rebuild": True}, "manual__1")
+    assert runs.find(conn, "demo__manual__1") is None
+
+
 def test_a_task_that_fails_for_good_ends_the_run_failed_with_the_reason(conn, airflow_env):
     run_id = tasks.start(DEMO, {}, "manual__1")
     tasks.mark_run_failed({"ti": FakeTI("embed_shard", {"start": run_id}), "exception": TimeoutError("read timed out")})

@@ -64,3 +64,27 @@ def test_a_rollback_still_undoes_a_rollback(conn):
 def test_nothing_recorded_says_so(conn, capsys):
     assert main(["audit", "--site", "nobody"]) == 0
     assert "nothing recorded for nobody" in capsys.readouterr().out
+
+
+def test_a_run_that_changes_what_the_bot_may_know_is_listed_with_who_started_it(conn):
+    from sitekb.sites import adhoc_site
+    from sitekb.store import runs
+
+    site = adhoc_site("https://rules.example/", name="rules")
+    embedding = {"provider": "local", "model": "synthetic"}
+
+    def start(run_id, config, actor, **params):
+        runs.start(conn, config, run_id, {"actor": actor, **params}, embedding)
+        runs.finish(conn, run_id, "succeeded")
+
+    start("rules__1", site, "cron")
+    start("rules__2", site, "cron")                                     # the same rules: nothing to list
+    excluding = site.model_copy(update={"crawl": site.crawl.model_copy(update={"exclude_patterns": ["/drafts/"]})})
+    start("rules__3", excluding, "ana@content", reason="keep drafts out")
+    stricter = excluding.model_copy(update={"quality": excluding.quality.model_copy(update={"min_words": 120})})
+    start("rules__dry", stricter, "bo", dry_run=True)                   # a dry run changes nothing live
+    start("rules__4", stricter, "bo@ops")
+
+    changed = [(r["actor"], r["reason"], r["target"]) for r in audit.events(conn, site="rules", action="changed rules")]
+    assert changed == [("bo@ops", "", "run rules__4: quality"),
+                       ("ana@content", "keep drafts out", "run rules__3: crawl.exclude_patterns")]

@@ -249,7 +249,8 @@ def test_an_approval_lets_a_quarantined_page_through_until_it_changes(conn, data
     assert THIN in urls
     listed = json.loads(subprocess.run([sys.executable, "-m", "sitekb.cli", "quarantine", "--site", "gate", "--json"],
                                        env=env, capture_output=True, text=True, cwd=REPO, timeout=120).stdout)
-    assert [(r["url"], r["status"], r["approved_by"]) for r in listed] == [(THIN, "accepted", "content-ops")]
+    [ledger] = listed   # the live snapshot's ledger: the approved page is listed as let through, with who
+    assert [(e["url"], e["kind"], e["approval"]["by"]) for e in ledger["entries"]] == [(THIN, "approved", "content-ops")]
 
     # The page changes: the approval no longer applies.
     changed = {**pages(5), THIN: THIN_HTML.replace("Four articles", "Five articles")}

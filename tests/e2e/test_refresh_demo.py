@@ -96,6 +96,8 @@ def test_second_run_reuses_every_embedding(first_run, env, demo_site):
     assert second["embeddings_computed"] == 0
     assert second["embeddings_reused"] == second["chunks"] == first_run["chunks"]
     assert second["pages_not_modified"] >= 40  # conditional GET: ETag / Last-Modified
+    # Nothing changed, so nothing is extracted again: every document is the first run's.
+    assert second["documents_reused"] == second["documents"] + second["quarantined"]
     assert second["diff"]["added"] == second["diff"]["removed"] == second["diff"]["changed"] == 0
 
 

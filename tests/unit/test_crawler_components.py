@@ -120,8 +120,13 @@ def test_conditional_requests_and_the_sitemap_shortcut():
     fetched_at = datetime.now(timezone.utc) - timedelta(days=1)
     known = {BASE + "/a": {"etag": '"v1"', "last_modified": "Tue, 01 Jan 2030 00:00:00 GMT",
                            "links": [BASE + "/b"], "fetched_at": fetched_at}}
-    spider = make_spider(known=known)
-    spider.lastmods[BASE + "/a"] = (fetched_at - timedelta(days=5)).date().isoformat()
+    lastmod = (fetched_at - timedelta(days=5)).date().isoformat()
+    default = make_spider(known=known)          # every page is asked again: opt-outs are re-checked
+    default.lastmods[BASE + "/a"] = lastmod
+    (request,) = default.schedule(BASE + "/a", depth=0)
+    assert request.headers[b"If-None-Match"] == b'"v1"' and "sitekb_unchanged" not in request.meta
+    spider = make_spider(known=known, use_sitemap_lastmod=True)
+    spider.lastmods[BASE + "/a"] = lastmod
     (request,) = spider.schedule(BASE + "/a", depth=0)
     assert request.headers[b"If-None-Match"] == b'"v1"' and request.headers[b"If-Modified-Since"]
     assert request.meta["sitekb_unchanged"] is True

@@ -1,10 +1,11 @@
 """`sitekb quarantine`: what the quality gate held back, and approving a page anyway.
 
-    sitekb quarantine [--site S] [--json]              list quarantined (and approved) documents
+    sitekb quarantine [--site S] [--snapshot N | --run R] [--json]   what the gate held back (and approvals)
     sitekb quarantine approve URL --reason TEXT [--site S] [--by NAME]
     sitekb quarantine approvals [--site S] [--json]    every recorded approval
 
-Listings cover the latest validated run of each site. An approval holds while
+Listings describe the live snapshot of each site, or the snapshot or run named
+(:mod:`sitekb.heldback`). An approval holds while
 the page's extracted text stays the same (see :mod:`sitekb.quarantine`).
 """
 
@@ -18,23 +19,15 @@ from sitekb.settings import Settings
 
 
 def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb.quality import quarantine
+    from sitekb.commands import ledgers
+    from sitekb.heldback import QUARANTINE_KINDS
 
-    with _connect(settings) as conn:
-        rows = quarantine.list_quarantined(conn, args.site)
+    found = ledgers.load(args, settings, QUARANTINE_KINDS)
     if args.json:
-        _print_json(rows)
+        _print_json([ledger.as_dict() for ledger in found])
         return 0
-    for r in rows:
-        state = "approved" if r["status"] == "accepted" else "quarantined"
-        print(f"{r['site']:10} {state:11} {r['url']}")
-        for f in r["failures"]:
-            print(f"{'':23}{f['check']} = {f['value']}: {f['message']}")
-        if r["approval_id"] is not None:
-            print(f"{'':23}approved by {r['approved_by']} on {r['approved_at']:%Y-%m-%d}: {r['approval_reason']}")
-    held = sum(1 for r in rows if r["status"] == "quarantined")
-    print(f"{held} quarantined, {len(rows) - held} approved (latest run of each site). "
-          "Approve one with `sitekb quarantine approve URL --reason ...`.")
+    ledgers.print_ledgers(found, noun="quarantine",
+                          hint="Approve one with `sitekb quarantine approve URL --reason ...`.")
     return 0
 
 
@@ -69,13 +62,18 @@ def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(subparsers) -> None:
+    from sitekb.commands import ledgers
+
     qua = subparsers.add_parser(
         "quarantine", help="documents held back by the quality checks, with every failed check; approve one",
-        description="List the documents the quality gate quarantined in the latest run of each site, with every "
-                    "failed check and its measured value, or approve one so the next run publishes it.",
+        description="List the documents the quality gate held back from the site's live snapshot (or --snapshot "
+                    "/ --run, a rejected run too), one per URL with every failed check in words, and those an "
+                    "approval let through; or approve one so the next run publishes it.",
+        epilog="examples:\n  sitekb quarantine --site demo\n  sitekb quarantine --run demo-20261201T0300 --json\n"
+               "  sitekb quarantine approve https://example.com/webinar --reason 'transcript checked by ops'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    qua.add_argument("--site", help="only this site")
-    qua.add_argument("--json", action="store_true", help="machine-readable output")
+    ledgers.add_target_arguments(qua)
     qua.set_defaults(func=cmd_quarantine)
     actions = qua.add_subparsers(dest="action", metavar="[approve|approvals]")
 
@@ -95,3 +93,7 @@ def register(subparsers) -> None:
     approvals.add_argument("--site", help="only this site")
     approvals.add_argument("--json", action="store_true", help="machine-readable output")
     approvals.set_defaults(func=cmd_approvals)
+
+    from sitekb.commands.corrections import register_export
+
+    register_export(actions)  # `quarantine export`, for `sitekb corrections add`

@@ -84,19 +84,23 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb import report
-    from sitekb.store import snapshot_tables, snapshots
+    from sitekb import diffs, report
+    from sitekb.store import snapshots
 
+    if args.context < 0 or args.max_lines < 0:
+        raise ConfigError("--context and --max-lines take a count of lines, 0 or more (0 lines: no limit)")
     with _connect(settings) as conn:
         old, new = snapshots.get(conn, args.old), snapshots.get(conn, args.new)
         if old.site != new.site:
             raise ConfigError(f"snapshot {old.snapshot_id} is of site {old.site!r} and {new.snapshot_id} of "
                               f"{new.site!r}; compare two snapshots of one site")
-        result = snapshot_tables.diff(conn, old, new)
+        # --json gives every page's text diff; the terminal shows the first --limit of each kind.
+        result = diffs.readable(conn, old, new, pages=10**9 if args.json else args.limit,
+                                context=args.context, max_lines=args.max_lines)
     if args.json:
         _print_json(result.as_dict())
     else:
-        print(report.format_diff(result, limit=args.limit))
+        print(report.format_diff(result, limit=args.limit, text=not args.no_text))
     return 0
 
 
@@ -344,6 +348,7 @@ def register(sub) -> None:
     lst.set_defaults(func=cmd_list)
     show = snaps_sub.add_parser("show", help="one snapshot's full record as JSON")
     show.add_argument("snapshot_id", type=int, help="snapshot id")
+    show.add_argument("--json", action="store_true", help="the record as JSON (what it prints anyway)")
     show.set_defaults(func=cmd_show)
     hist = snaps_sub.add_parser("history", help="every alias move: who, when, from, to, why")
     hist.add_argument("--site", help="only this site")
@@ -351,11 +356,24 @@ def register(sub) -> None:
     hist.add_argument("--limit", type=int, default=50, help="newest N moves (default 50)")
     hist.add_argument("--json", action="store_true", help="machine-readable output")
     hist.set_defaults(func=cmd_history)
-    diff = snaps_sub.add_parser("diff", help="pages added, removed and changed, and chunk churn, from A to B")
+    diff = snaps_sub.add_parser(
+        "diff", help="what changed from A to B: per changed page its sections and a text diff, per removed page why",
+        description="Pages added, removed and changed from snapshot A to snapshot B, and chunk churn. Each changed "
+                    "page shows the sections (heading paths) whose text changed and a line diff of its indexed "
+                    "text; each removed page says why it went (page not found, an opt-out such as "
+                    "#do_NOT_train_on_this, quarantined, excluded by a rule, no longer linked), from B's run.",
+        epilog="examples:\n  sitekb snapshots diff 11 12\n  sitekb snapshots diff 11 12 --context 3 --max-lines 0\n"
+               "  sitekb snapshots diff 11 12 --no-text --limit 200\n  sitekb snapshots diff 11 12 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     diff.add_argument("old", type=int, metavar="A", help="the older snapshot id")
     diff.add_argument("new", type=int, metavar="B", help="the newer snapshot id")
     diff.add_argument("--limit", type=int, default=50, help="pages listed per kind (default 50; --json lists all)")
-    diff.add_argument("--json", action="store_true", help="every page with its chunk counts, as JSON")
+    diff.add_argument("--context", type=int, default=1, help="unchanged lines shown around each change (default 1)")
+    diff.add_argument("--max-lines", type=int, default=40,
+                      help="diff lines shown per page (default 40; 0: all)")
+    diff.add_argument("--no-text", action="store_true", help="list the pages only, without their text diffs")
+    diff.add_argument("--json", action="store_true",
+                      help="every page with its chunk counts, headings, text diff and removal reason, as JSON")
     diff.set_defaults(func=cmd_diff)
     for action, text in (("pin", "keep a snapshot through retention"), ("unpin", "let retention drop it again")):
         pin = snaps_sub.add_parser(action, help=text)

@@ -4,7 +4,7 @@
 default ``dags/sites``) and builds each valid one's DAG from its ``airflow``
 section (:class:`sitekb.sites.AirflowConfig`): schedule (cron, preset, or the
 Assets it waits for), owner, tags, retries, params (``full_recrawl``,
-``dry_run``, ``alias``, ``start_url``), notifiers, a freshness deadline, an
+``dry_run``, ``alias``, ``start_url``, ``rebuild``), notifiers, a freshness deadline, an
 approval step, and a ``doc_md`` written from the file. A file that does not
 validate builds no DAG; :func:`raise_config_errors` (the DAG file
 ``dags/sitekb_site_errors.py``) turns the errors into one Airflow import error
@@ -128,6 +128,9 @@ def build_dag(config: SiteConfig, path: Path) -> DAG:
         "alias": Param(DEFAULT_ALIAS, type="string", minLength=1, maxLength=63, description="Alias to publish to"),
         "start_url": Param(None, type=["null", "string"],
                            description="Serve the site from another origin (e.g. the demo on a free port)"),
+        "rebuild": Param(False, type="boolean",
+                         description="No crawl: rebuild from the pages the newest crawl kept, with the config as it "
+                                     "is now (sitekb rebuild)"),
     }
     dag_kwargs = {}
     if section.freshness_hours:
@@ -239,7 +242,8 @@ quality gate and the golden questions; then emits the Asset `sitekb://{config.na
 | notifiers | {notifiers} |
 | snapshots kept | {config.keep_snapshots} |
 
-**Params**: `full_recrawl`, `dry_run` (estimate only, publish nothing), `alias`, `start_url`.
+**Params**: `full_recrawl`, `dry_run` (estimate only, publish nothing), `alias`, `start_url`, `rebuild` (no crawl:
+the pages the newest crawl kept, judged by the config as it is now, as `sitekb rebuild` does).
 
 **Golden questions** (asked of every new snapshot):
 {golden}

@@ -5,7 +5,9 @@
   (in-process, SQLite metadata under ``AIRFLOW_HOME``, default
   ``$SITEKB_HOME/airflow``). The whole output goes to
   ``$AIRFLOW_HOME/last_dag_test.log``; the lines sitekb's loggers wrote (what
-  each stage did) are passed on to this process's log as they come.
+  each stage did) are passed on to this process's log as they come, and
+  :mod:`sitekb.orchestration.progress` shows the phase, each task's state and
+  duration, and (on a terminal) how far the crawl and the embedding have come.
 - :func:`standalone` (``sitekb airflow standalone``, ``make airflow``): every
   Airflow component bound to 127.0.0.1, parallelism for this machine's cores,
   sitekb's embedding pools created, the site DAGs unpaused, and the URL and
@@ -27,6 +29,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import deque
+from contextlib import nullcontext
 from pathlib import Path
 
 from sitekb import store
@@ -206,12 +210,15 @@ def login_hint(env: dict[str, str]) -> str:
 
 
 def run_dag(site: SiteConfig, site_ref: str, settings: Settings, *, origin: str | None = None,
-            alias: str = DEFAULT_ALIAS, full_recrawl: bool = False) -> str:
+            alias: str = DEFAULT_ALIAS, full_recrawl: bool = False, live: bool = False) -> str:
     """Run the site's DAG (``sitekb_<name>``) once; return the sitekb run id it produced.
 
     A site file outside the sites folder is run from a folder of its own, so
-    its DAG exists without touching the others.
+    its DAG exists without touching the others. ``live``: draw the run on
+    stderr, a terminal (:class:`sitekb.orchestration.progress.LiveDisplay`);
+    otherwise each phase and each task's start and end is a log line.
     """
+    from sitekb.orchestration import progress
     from sitekb.orchestration.naming import dag_id
     from sitekb.sites import resolve_site_path
 
@@ -228,27 +235,38 @@ def run_dag(site: SiteConfig, site_ref: str, settings: Settings, *, origin: str 
         single.mkdir(parents=True)
         shutil.copyfile(path, single / path.name)
         settings = settings.model_copy(update={"sites_dir": single})
-    database_url = store.database_url(settings)
-    env = airflow_env(settings, database_url)
-    ensure_metadata_db(env)
-    with store.connection(database_url) as conn:
-        store.migrate(conn)
-        before = runs.database_now(conn)
-    conf = {"start_url": origin, "alias": alias, "full_recrawl": full_recrawl, "dry_run": False}
     dag = dag_id(site.name)
-    command = [_airflow(), "dags", "test", dag, "-c", json.dumps(conf)]
-    log.info("airflow dags test %s -c '%s'", dag, json.dumps(conf))
-    log_path = Path(env["AIRFLOW_HOME"]) / "last_dag_test.log"
-    with open(log_path, "w", encoding="utf-8") as out, subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
-        lines = []
-        for line in process.stdout:
-            out.write(line)
-            lines.append(line)
-            match = _SITEKB_LINE.search(line)
-            if match:
-                logging.getLogger(match["logger"]).info("%s", match["message"])
-        returncode = process.wait()
+    log_path = settings.airflow_folder / "last_dag_test.log"
+    display = (progress.LiveDisplay if live else progress.LogDisplay)(dag, log_path)
+    with display:
+        display.phase("sitekb")
+        database_url = store.database_url(settings)
+        with store.connection(database_url) as conn:
+            store.migrate(conn)
+            before = runs.database_now(conn)
+        display.phase("metadata")
+        env = airflow_env(settings, database_url)
+        ensure_metadata_db(env)
+        conf = {"start_url": origin, "alias": alias, "full_recrawl": full_recrawl, "dry_run": False}
+        command = [_airflow(), "dags", "test", dag, "-c", json.dumps(conf)]
+        log.info("airflow dags test %s -c '%s'", dag, json.dumps(conf))
+        display.phase("launch")
+        lines: deque[str] = deque(maxlen=200)   # the tail for an error message; the whole output is in the file
+        # The counts of the long stages come from the database, for the live display only.
+        poller = progress.Poller(display, database_url, site.name, before) if live else nullcontext()
+        # Unbuffered: each line reaches the display (and the file) when Airflow writes it.
+        with open(log_path, "w", encoding="utf-8") as out, poller, subprocess.Popen(
+                command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True) as process:
+            for line in process.stdout:
+                out.write(line)
+                lines.append(line)
+                match = _SITEKB_LINE.search(line)
+                if match:
+                    logging.getLogger(match["logger"]).info("%s", match["message"])
+                display.feed(line)
+            returncode = process.wait()
+        display.finish(returncode)
     with store.connection(database_url) as conn:
         run_id = runs.started_since(conn, site.name, before)
     if run_id is None:

@@ -33,7 +33,7 @@ from datetime import timedelta
 from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from sitekb import engine, report as reports, store
+from sitekb import engine, report as reports, restage, store
 from sitekb.errors import SitekbError
 from sitekb.orchestration.settings import task_settings
 from sitekb.passages import DEFAULT_ALIAS
@@ -108,11 +108,19 @@ def start(site_file: str, params: dict, dag_run_id: str) -> str:
                 # A cleared start task of a finished run must not set it running again; the later tasks skip.
                 log.info("sitekb %s: nothing to start: %s", config.name, why)
                 return run_id
+            rebuild = {}
+            if params.get("rebuild"):
+                # No crawl: the crawl task takes up the pages of the site's newest crawl (sitekb.restage).
+                # A retried start of this run finds itself the newest: it keeps the source it recorded.
+                recorded = runs.find(conn, run_id)
+                source, config = restage.plan(conn, config, recorded.params.get("rebuild_of") if recorded else None)
+                rebuild = {"rebuild_of": source}
             engine.start(conn, settings, config, run_id, {
                 "alias": params.get("alias") or DEFAULT_ALIAS,
                 "full_recrawl": bool(params.get("full_recrawl")),
                 "dry_run": bool(params.get("dry_run")),
                 "actor": f"airflow:{dag_run_id}",
+                **rebuild,
             }, held_by={"airflow": dag_run_id}, gone=_gone_for_airflow(dag_run_id))
     log.info("sitekb %s: run %s started for %s (%s)", config.name, run_id, config.base_url,
              ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if v not in (None, False, "")) or "defaults")

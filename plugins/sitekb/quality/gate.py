@@ -12,11 +12,17 @@
   policies: ``report`` flags a page and keeps it (``flagged_urls``, and the
   failures under ``flags`` in its measures), ``quarantine`` holds it back,
   ``block`` holds it back and names it in ``blocked_urls``, which fails the run.
+  A page that uses a retired term under a ``quarantine`` messaging rule
+  (:mod:`sitekb.messaging`) fails check ``messaging`` the same way: it is
+  quarantined with the rule's reason, and an approval lets it through.
 - :func:`check_chunks` (end of the chunk stage): the ``sitekb.chunks`` suite;
   a document with nothing to embed or a chunk over the model's token limit is
   quarantined and its chunks dropped.
 - :func:`judge_batch` (evaluate stage): the ``sitekb.batch`` suite over the
   run's totals against the live snapshot.
+- :func:`judge_messaging` (evaluate stage): the messaging rules over the built
+  snapshot; the findings are kept with it (:mod:`sitekb.store.messaging`) and a
+  ``block`` rule that a page still breaks rejects it.
 
 All three write Data Docs to :func:`data_docs_dir` when the site config's
 ``quality.data_docs`` is on. Settings read (passed in): ``Settings.home``.
@@ -24,6 +30,7 @@ All three write Data Docs to :func:`data_docs_dir` when the site config's
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -31,11 +38,15 @@ from pathlib import Path
 
 import psycopg
 
+from sitekb import messaging
 from sitekb.quality import duplicates, measures, suites
 from sitekb.quality.checks import Failure
 from sitekb.quality.runner import Outcome, validate_rows
 from sitekb.sites import QualityConfig, SiteConfig
 from sitekb.store import approvals, chunks, documents, pages
+from sitekb.store import messaging as messaging_store
+
+log = logging.getLogger(__name__)
 
 
 def data_docs_dir(site: SiteConfig, run_id: str, home: Path) -> Path | None:
@@ -109,7 +120,9 @@ def validate_documents(conn: psycopg.Connection, run_id: str, site: SiteConfig,
     verdicts, quarantined, approved, flagged, blocked = [], {}, {}, {}, {}
     by_check: Counter[str] = Counter()
     for doc, row in zip(docs, rows):
-        failures = outcome.failures.get(doc["url"], [])
+        # A page still using a retired term under a `quarantine` messaging rule fails like any document check.
+        failures = [*outcome.failures.get(doc["url"], []),
+                    *messaging.quarantine_failures(site.messaging.rules, doc["title"], doc["markdown"])]
         # Kept in the measures, not the failures: a failure quarantines, a flag under `report` does not.
         flags = [f for check in reported if (f := check.judge(row)) is not None]
         if flags:
@@ -155,6 +168,32 @@ def check_chunks(conn: psycopg.Connection, run_id: str, max_tokens: int, docs_di
             conn, run_id, {url: [f.as_dict() for f in failed] for url, failed in outcome.failures.items()})
     return {"quarantined_after_chunking": {url: [f.check for f in fs] for url, fs in outcome.failures.items()},
             "chunk_suite_engine": outcome.engine}
+
+
+def judge_messaging(conn: psycopg.Connection, site: SiteConfig, snap) -> tuple[list[Failure], list[dict]]:
+    """Scan the built snapshot for the site's messaging rules and keep the findings with it; the failures of
+    its ``block`` rules and the per-rule summary for its quality record (evaluate stage; ``snap`` is a
+    :class:`sitekb.store.snapshots.Snapshot`).
+
+    The pages are the run's accepted documents (title and text), the chunks those of the snapshot's table
+    (what frontends will read); the pages a ``quarantine`` rule held back are listed too.
+    """
+    rules = site.messaging.rules
+    found: list[messaging.Finding] = []
+    if rules:
+        # Read before the pages are streamed: the stream holds the connection until it ends.
+        held_back = messaging_store.held_back(conn, snap.run_id)
+        found = messaging.scan(rules, messaging_store.snapshot_pages(conn, snap.run_id), held_back=held_back)
+    urls = messaging.hit_urls(found)
+    if urls and snap.table_name:
+        messaging.attach_chunks(rules, found, messaging_store.snapshot_chunks(conn, snap.table_name, urls))
+    messaging_store.replace(conn, snap.snapshot_id, found)
+    for finding in found:
+        if finding.pages or finding.held_back:
+            log.info("messaging rule %r (%s): %d page(s), %d chunk(s) still use it; %d held back",
+                     finding.rule, finding.policy, len(finding.pages), len(finding.chunk_ids),
+                     len(finding.held_back))
+    return messaging.block_failures(found, snap.snapshot_id), messaging_store.summary(conn, snap.snapshot_id)
 
 
 def judge_batch(totals: Mapping, live_counts: Mapping | None, site: SiteConfig, run_id: str,

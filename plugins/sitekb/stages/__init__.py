@@ -9,6 +9,10 @@ tasks (:mod:`sitekb.orchestration`), the dry run and a partial rerun
 (``sitekb run SITE --from STAGE``) all drive it. To add a stage, write its
 module and put it in :data:`STAGES` where it belongs; every driver picks it up.
 
+A rebuild (``sitekb rebuild SITE``) is a run of the same stages whose params
+name a source run (``rebuild_of``): its crawl stage sends no request and takes
+up the pages that run kept (:mod:`sitekb.restage`), so no driver plans it apart.
+
 Stage modules import heavy libraries inside ``run`` only, so that a DAG file
 can import the registry at parse time.
 """
@@ -20,7 +24,8 @@ from sitekb.stages import build, chunk, crawl, embed, evaluate, extract, publish
 from sitekb.stages.context import RunContext, Stage, StageResult
 
 STAGES: tuple[Stage, ...] = (
-    Stage("crawl", crawl.run, "fetch the site's pages politely, honouring every opt-out", timeout_hours=6),
+    Stage("crawl", crawl.run, "fetch the site's pages politely, honouring every opt-out (a rebuild: take up the "
+          "stored ones, judged by the current config)", timeout_hours=6),
     Stage("extract", extract.run, "turn each kept page into a markdown document with its metadata"),
     Stage("validate", validate.run, "accept or quarantine each document by the quality checks"),
     Stage("chunk", chunk.run, "cut accepted documents into token-counted chunks with heading paths"),

@@ -4,11 +4,14 @@ The snapshot records what the run chose and did: its embedder (provider,
 model, dimensions, tokenizer, server, key variable, as the run recorded them
 when it started), the site config hash and the extractor and chunker versions.
 The table is created and filled in one statement, then gets its HNSW and GIN
-indexes (:mod:`sitekb.store.snapshot_tables`). A retry rebuilds an unpublished
+indexes (:mod:`sitekb.store.snapshot_tables`). Then its coverage is computed from
+the table and stored with it (:mod:`sitekb.coverage`: chunks per section,
+tag, language and topic; a section above the site's limit is a warning,
+never a rejection). A retry rebuilds an unpublished
 snapshot; a published (or retired) one is never touched: the stage says so and
 does nothing (a task cleared in Airflow after the run published).
 
-Settings read: none.
+Settings read: the site config's ``coverage.max_section_share``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sitekb.store import snapshot_tables, snapshots
 
 
 def run(ctx: RunContext) -> StageResult:
+    from sitekb import coverage
     from sitekb.chunking import CHUNKER_VERSION
     from sitekb.extract import EXTRACTOR_VERSION
 
@@ -34,8 +38,11 @@ def run(ctx: RunContext) -> StageResult:
             base_url=choice.base_url, api_key_env=choice.api_key_env,
         )
     counts = snapshot_tables.build(ctx.conn, snapshot_id, ctx.run_id, choice.model, choice.dimensions)
+    covered = coverage.refresh(ctx.conn, snapshots.get(ctx.conn, snapshot_id), ctx.site.coverage.max_section_share)
     return StageResult(
-        counts={"snapshot_id": snapshot_id, **counts},
+        counts={"snapshot_id": snapshot_id, **counts, "coverage_warnings": len(covered["warnings"])},
+        details={"coverage_warnings": covered["warnings"]},
         summary=(f"snapshot {snapshot_id}: {counts['chunks']} chunks of {counts['documents']} pages, loaded in "
-                 f"{counts['load_seconds']:.2f}s, indexed in {counts['index_seconds']:.2f}s"),
+                 f"{counts['load_seconds']:.2f}s, indexed in {counts['index_seconds']:.2f}s; coverage "
+                 f"{coverage.headline(covered)}" + "".join(f"; WARNING {w}" for w in covered["warnings"])),
     )

@@ -9,6 +9,12 @@ documents through), and the full-text
 vectors of content never indexed before are computed and cached
 (:mod:`sitekb.store.fulltext`).
 
+A document whose URL, title and text an earlier run (the newest whose chunks
+are still staged: the live snapshot's run, or one after it) cut with the same
+inputs (chunker version, tokenizer, chunking settings:
+:func:`sitekb.chunking.chunk_inputs`) keeps that run's chunks, copied in the
+database: a refresh with 1% of the documents changed cuts 1% of them.
+
 Settings read: the site config's ``chunking`` section.
 """
 
@@ -20,7 +26,7 @@ from sitekb.store import chunks, documents, fulltext
 
 
 def run(ctx: RunContext) -> StageResult:
-    from sitekb.chunking import CHUNKER_VERSION, chunk_document
+    from sitekb.chunking import CHUNKER_VERSION, chunk_document, chunk_inputs
     from sitekb.embedding import text_hash
     from sitekb.quality import gate
 
@@ -29,10 +35,16 @@ def run(ctx: RunContext) -> StageResult:
     # A rerun of this stage judges the documents again: what it quarantined last time comes back first.
     taken_back = documents.undo_chunk_quarantine(ctx.conn, ctx.run_id)
     docs = documents.accepted(ctx.conn, ctx.run_id)
+    # Documents an earlier run cut with the same inputs from the same title and text keep its chunks.
+    inputs = chunk_inputs(tokenizer.name, config)
+    source, reused = chunks.reusable(ctx.conn, ctx.site.name, ctx.run_id, inputs)
+    skip = set(reused)
 
     def rows():
         seen: set[str] = set()
         for doc in docs:
+            if doc["url"] in skip:
+                continue
             for chunk in chunk_document(doc["markdown"], url=doc["url"], title=doc["title"], tokenizer=tokenizer,
                                         config=config):
                 if chunk.chunk_id in seen:
@@ -41,7 +53,7 @@ def run(ctx: RunContext) -> StageResult:
                 yield (chunk.chunk_id, doc["url"], chunk.seq, chunk.heading_path, chunk.text, chunk.embed_text,
                        text_hash(chunk.embed_text), chunk.token_count)
 
-    chunks.replace_run(ctx.conn, ctx.run_id, ctx.site.name, rows())
+    chunks.replace_run(ctx.conn, ctx.run_id, ctx.site.name, rows(), copy_from=(source, reused) if source else None)
     checked = gate.check_chunks(ctx.conn, ctx.run_id, config.max_tokens,
                                 gate.data_docs_dir(ctx.site, ctx.run_id, ctx.home))
     count, tokens = chunks.totals(ctx.conn, ctx.run_id)
@@ -49,11 +61,13 @@ def run(ctx: RunContext) -> StageResult:
     late = checked.pop("quarantined_after_chunking")
     return StageResult(
         counts={"documents": len(docs), "chunks": count, "tokens": tokens, "chunker_version": CHUNKER_VERSION,
+                "chunk_inputs": inputs, "reused_documents": len(reused), "reused_from": source,
                 "tokenizer": tokenizer.name, "max_tokens": config.max_tokens, "taken_back": taken_back,
                 **checked, **indexed},
         details={"quarantined_after_chunking": late},
         summary=(f"{count} chunks, {tokens} tokens ({tokenizer.name}, at most {config.max_tokens} a chunk) from "
-                 f"{len(docs)} documents; {len(late)} quarantined by the chunk suite; full-text vectors "
+                 f"{len(docs)} documents ({len(reused)} unchanged, their chunks reused); {len(late)} quarantined "
+                 f"by the chunk suite; full-text vectors "
                  f"{indexed['fulltext_computed']} computed, {indexed['fulltext_reused']} reused"),
     )
 

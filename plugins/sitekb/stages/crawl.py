@@ -15,6 +15,10 @@ page fetched again) when the run asks for it (``full_recrawl``), or when the
 site's last full crawl is older than ``crawl.full_recrawl_days``; between full
 crawls unchanged pages cost a 304 or nothing.
 
+A rebuild run (params ``rebuild_of``: ``sitekb rebuild``) sends no request: its
+crawl stage takes up the pages of the site's newest crawl, judged again by the
+current config (:mod:`sitekb.restage`).
+
 Settings read: none beyond the site config and the run's params.
 """
 
@@ -51,7 +55,11 @@ CRAWL_TIMEOUT_SECONDS = 6 * 3600
 
 
 def run(ctx: RunContext) -> StageResult:
-    """Crawl the run's site into ``sitekb.pages``."""
+    """Crawl the run's site into ``sitekb.pages`` (a rebuild stages its source crawl's pages instead)."""
+    if ctx.params.get("rebuild_of"):
+        from sitekb import restage
+
+        return restage.run(ctx)
     stats = crawl_site(ctx.conn, ctx.site, ctx.run_id, ctx.database_url, full=bool(ctx.params.get("full_recrawl")))
     full_reason = stats["full_reason"]
     pages = stats.get("fetched", 0) + stats.get("not_modified", 0)

@@ -12,7 +12,7 @@ stops it with every reason; the live snapshot stays. A snapshot published
 already is not judged again (nor demoted): the stage does nothing.
 
 Settings read: the site config's ``quality`` section, ``golden_questions``,
-``golden_k``, ``golden_mode``, ``golden_tolerance``, ``golden_min_share``; the run's ``alias``.
+``golden_k``, ``golden_mode``, ``golden_tolerance``, ``golden_min_share``, ``messaging``; the run's ``alias``.
 """
 
 from __future__ import annotations
@@ -47,10 +47,13 @@ def run(ctx: RunContext) -> StageResult:
         golden = golden_questions.score(conn, ctx.settings, site, snap, unmatched)
         live_golden = golden_questions.live_score(conn, ctx.settings, site, live) if live else None
         failures.extend(golden_questions.judge(golden, live_golden, site))
+    # Retired terms and claims (site config `messaging`): findings kept with the snapshot; a `block` rule rejects it.
+    blocked_wording, messaging = gate.judge_messaging(conn, site, snap)
+    failures.extend(blocked_wording)
     diff = snapshot_tables.diff(conn, live if live is not None and live.table_name else None, snap).summary()
     quality = {"totals": totals, "golden": golden, "live_golden": live_golden,
                "failures": [f.as_dict() for f in failures], "batch": batch,
-               "documents": documents.summary(conn, ctx.run_id),
+               "documents": documents.summary(conn, ctx.run_id), "messaging": messaging,
                "data_docs": str(docs_dir / "index.html") if docs_dir else None}
     diff_counts = {k: (len(v) if isinstance(v, list) else v) for k, v in diff.items()}
     counts = {"snapshot_id": snap.snapshot_id, "verdict": "rejected" if failures else "passed",
@@ -66,8 +69,7 @@ def run(ctx: RunContext) -> StageResult:
         stop = QualityGateFailed(
             f"snapshot {snap.snapshot_id} of {site.name!r} was rejected and not published: "
             + "; ".join(f"{f.check}: {f.message}" for f in failures)
-            + ". The live snapshot is unchanged. `sitekb snapshots list` shows it; fix the site or the "
-            "thresholds in the site config's `quality` section and run again."
+            + ". The live snapshot is unchanged. `sitekb snapshots list` shows it; " + _what_to_do(failures)
         )
         return StageResult(counts={**counts, "rejected": True}, details=details, stop=stop,
                            summary=f"snapshot {snap.snapshot_id} REJECTED: {'; '.join(details['failures'])}; "
@@ -76,3 +78,9 @@ def run(ctx: RunContext) -> StageResult:
     return StageResult(counts=counts, details=details,
                        summary=f"snapshot {snap.snapshot_id} passed the gate; {golden_line}; {diff_line}")
 
+
+def _what_to_do(failures) -> str:
+    """The advice that ends a rejection: a retired term is fixed on the site, a threshold in the config."""
+    if all(f.check == "messaging" for f in failures):
+        return "the messaging rule's message above says what to change."
+    return "fix the site or the thresholds in the site config's `quality` section and run again."

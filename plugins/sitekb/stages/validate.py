@@ -13,12 +13,19 @@ like any failing page; under ``block`` it is held back too and the run stops
 here, blocked, with one line naming the pages (an approval of a page lets it
 through, so it no longer blocks).
 
+A page that still uses a retired term under a ``quarantine`` rule of the
+site's ``messaging`` section (:mod:`sitekb.messaging`) is quarantined here,
+before it is chunked or embedded, with check ``messaging`` and the rule's
+reason (``retired term "Acme Cloud" (use "Acme Platform")``); an approval lets
+it through like any quarantine. The ``report`` and ``block`` rules are judged
+on the built snapshot by the evaluate stage.
+
 It also counts the accepted pages per language and warns when the run's local
 model does not know one of them (the bundled model is English-only).
 
 Settings read: the site config's ``quality`` section (``prompt_injection``,
-``hidden_text``, ``max_hidden_words`` among them) and
-``opt_out.nosnippet_selectors``; ``Settings.home``.
+``hidden_text``, ``max_hidden_words`` among them),
+``opt_out.nosnippet_selectors`` and ``messaging``; ``Settings.home``.
 """
 
 from __future__ import annotations

@@ -18,10 +18,12 @@ _COPY = """COPY sitekb.chunks (run_id, chunk_id, site, url, seq, heading_path, t
 _TYPES = ["text", "text", "text", "text", "int4", "text[]", "text", "text", "bytea", "int4"]
 
 
-def replace_run(conn: psycopg.Connection, run_id: str, site: str, rows: Iterable[tuple]) -> None:
+def replace_run(conn: psycopg.Connection, run_id: str, site: str, rows: Iterable[tuple], *,
+                copy_from: tuple[str, Sequence[str]] | None = None) -> None:
     """Store the run's chunks, replacing any an earlier attempt wrote.
 
     ``rows``: (chunk_id, url, seq, heading_path, text, embed_text, text_hash, token_count).
+    ``copy_from``: (an earlier run, URLs) whose staged chunks are copied as they are, in the same transaction.
     """
     with conn.transaction():
         conn.execute("DELETE FROM sitekb.chunks WHERE run_id = %s", (run_id,))
@@ -30,6 +32,36 @@ def replace_run(conn: psycopg.Connection, run_id: str, site: str, rows: Iterable
             for chunk_id, url, seq, heading_path, text, embed_text, digest, tokens in rows:
                 copy.write_row((run_id, chunk_id, site, url, seq, list(heading_path), text, embed_text, digest,
                                 tokens))
+        if copy_from is not None and copy_from[1]:
+            conn.execute(
+                """INSERT INTO sitekb.chunks (run_id, chunk_id, site, url, seq, heading_path, text, embed_text,
+                                              text_hash, token_count)
+                   SELECT %s, chunk_id, site, url, seq, heading_path, text, embed_text, text_hash, token_count
+                   FROM sitekb.chunks WHERE run_id = %s AND url = ANY(%s)""",
+                (run_id, copy_from[0], list(copy_from[1])))
+
+
+def reusable(conn: psycopg.Connection, site: str, run_id: str, inputs: str) -> tuple[str | None, list[str]]:
+    """The site's newest other run whose staged chunks were cut with ``inputs`` (the stage record's
+    ``chunk_inputs``), and the URLs of this run's accepted documents it chunked from the same title and text.
+    """
+    row = conn.execute(
+        """SELECT r.run_id FROM sitekb.runs r
+           WHERE r.site = %s AND r.run_id <> %s AND r.stages -> 'chunk' ->> 'chunk_inputs' = %s
+             AND EXISTS (SELECT 1 FROM sitekb.chunks c WHERE c.run_id = r.run_id)
+           ORDER BY r.started_at DESC LIMIT 1""",
+        (site, run_id, inputs)).fetchone()
+    if row is None:
+        return None, []
+    urls = conn.execute(
+        """SELECT d.url FROM sitekb.documents d
+           JOIN sitekb.documents p ON p.run_id = %(source)s AND p.url = d.url AND p.content_hash = d.content_hash
+                                  AND p.title IS NOT DISTINCT FROM d.title
+           WHERE d.run_id = %(run)s AND d.status = 'accepted'
+             AND d.url IN (SELECT url FROM sitekb.chunks WHERE run_id = %(source)s)
+           ORDER BY d.url""",
+        {"source": row[0], "run": run_id}).fetchall()
+    return row[0], [url for (url,) in urls]
 
 
 def per_document(conn: psycopg.Connection, run_id: str) -> list[dict]:

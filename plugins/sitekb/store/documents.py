@@ -28,23 +28,45 @@ from sitekb.untrusted import storable_value
 log = logging.getLogger(__name__)
 
 _COLUMNS = ("run_id", "site", "url", "content_hash", "title", "description", "author", "published", "modified",
-            "language", "canonical_url", "tags", "markdown", "word_count", "visible_words")
+            "language", "canonical_url", "tags", "markdown", "word_count", "visible_words", "extraction",
+            "source_hash", "correction_id")
+
+# The fetch each document was made from, copied from the page as the run left it (sitekb.pages
+# keeps only a URL's latest fetch; a kept snapshot's documents keep theirs, for `sitekb explain`).
+_FETCH_OF_RUN = """
+    UPDATE sitekb.documents d SET fetched_at = p.fetched_at, etag = p.etag, last_modified = p.last_modified,
+                                  page_hash = p.content_hash
+    FROM sitekb.pages p
+    WHERE d.run_id = %(run)s AND p.site = d.site AND p.url = d.url AND p.last_run_id = %(run)s
+"""
 
 
-def replace_run(conn: psycopg.Connection, run_id: str, site: str, documents: Iterable) -> int:
-    """Store the run's documents (``sitekb.extract.Document``), replacing any an earlier attempt wrote."""
+def replace_run(conn: psycopg.Connection, run_id: str, site: str, documents: Iterable,
+                corrected: Mapping[str, tuple[int, str]] | None = None, *, inputs: str | None = None) -> int:
+    """Store the run's documents (``sitekb.extract.Document``), replacing any an earlier attempt wrote.
+
+    ``corrected``: URL -> (correction id, hash of the extractor's own text) of the
+    documents whose text is a content owner's correction. Each document also gets
+    what the extractor cut and the fetch of its page (time, validators, body hash); ``inputs``
+    (:func:`sitekb.extract.extraction_inputs`) is kept with what was cut, so a later run can reuse the
+    document of an unchanged page.
+    """
+    corrected = corrected or {}
     count = removed = 0
     with conn.transaction():
         conn.execute("DELETE FROM sitekb.documents WHERE run_id = %s", (run_id,))
         with conn.cursor().copy(f"COPY sitekb.documents ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
             for doc in documents:
+                correction_id, source_hash = corrected.get(doc.url, (None, None))
                 row, unstorable = storable_value([
                     run_id, site, doc.url, doc.content_hash, doc.title, doc.description, doc.author, doc.published,
                     doc.modified, doc.language, doc.canonical_url, list(doc.tags), doc.markdown, doc.word_count,
-                    doc.visible_words])
+                    doc.visible_words, json.dumps({**doc.extraction(), **({"inputs": inputs} if inputs else {})}),
+                    source_hash, correction_id])
                 copy.write_row(row)
                 count += 1
                 removed += unstorable
+        conn.execute(_FETCH_OF_RUN, {"run": run_id})
     if removed:
         log.warning("removed %d characters Postgres cannot store (NUL, lone surrogates) from the documents of %s",
                     removed, run_id)

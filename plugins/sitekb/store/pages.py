@@ -132,22 +132,41 @@ def previous_pages(conn: psycopg.Connection, site: str) -> dict[str, dict]:
 @dataclass(frozen=True)
 class Kept:
     url: str
-    body: str
+    body: str | None             # None when ``previous`` is given: the page is unchanged, its body not read
     content_type: str | None
+    content_hash: str | None = None
+    # The newest document extracted before from this very body with the same extraction inputs, when
+    # kept_pages is asked for one (``reuse``): its row in sitekb.documents.
+    previous: dict | None = None
 
 
-def kept_pages(conn: psycopg.Connection, site: str, run_id: str) -> Iterator[Kept]:
-    """The pages this run fetched or found unchanged and kept, with their bodies, streamed by URL."""
+_PREVIOUS_DOCUMENT = """
+    SELECT to_jsonb(d) FROM sitekb.documents d JOIN sitekb.runs r ON r.run_id = d.run_id
+    WHERE d.site = p.site AND d.url = p.url AND d.run_id <> p.last_run_id AND d.page_hash = p.content_hash
+      AND d.correction_id IS NULL AND d.extraction ->> 'inputs' = %(inputs)s
+    ORDER BY r.started_at DESC LIMIT 1"""
+
+
+def kept_pages(conn: psycopg.Connection, site: str, run_id: str, *, reuse: str | None = None) -> Iterator[Kept]:
+    """The pages this run fetched or found unchanged and kept, with their bodies, streamed by URL.
+
+    ``reuse``: the extraction inputs of the run (:func:`sitekb.extract.extraction_inputs`); a page whose
+    body an earlier run already extracted with the same inputs comes with that document as ``previous``
+    and without its body (the extract stage copies the document instead of extracting it again).
+    """
+    previous = f"({_PREVIOUS_DOCUMENT})" if reuse is not None else "NULL::jsonb"
     # A named (server-side) cursor streams the bodies; it needs a transaction.
     with conn.transaction(), conn.cursor(name="pages_of_run") as cur:
         cur.execute(
-            """SELECT url, body, content_type FROM sitekb.pages
-               WHERE site = %s AND last_run_id = %s AND status IN (200, 304)
-                 AND body IS NOT NULL AND excluded_rule IS NULL ORDER BY url""",
-            (site, run_id),
+            f"""SELECT url, content_type, content_hash, prev, CASE WHEN prev IS NULL THEN body END
+                FROM (SELECT p.*, {previous} AS prev FROM sitekb.pages p
+                      WHERE p.site = %(site)s AND p.last_run_id = %(run)s AND p.status IN (200, 304)
+                        AND p.body IS NOT NULL AND p.excluded_rule IS NULL) kept
+                ORDER BY url""",
+            {"site": site, "run": run_id, "inputs": reuse},
         )
-        for url, body, content_type in cur:
-            yield Kept(url, body, content_type)
+        for url, content_type, content_hash, prev, body in cur:
+            yield Kept(url, body, content_type, content_hash, prev)
 
 
 def run_totals(conn: psycopg.Connection, site: str, run_id: str) -> dict:

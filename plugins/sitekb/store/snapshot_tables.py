@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -247,3 +248,17 @@ def diff(conn: psycopg.Connection, old: Built | None, new: Built) -> SnapshotDif
         else:
             result.unchanged_pages += 1
     return result
+
+
+def page_chunks(conn: psycopg.Connection, snap: Built, urls: Sequence[str]) -> dict[str, list[tuple]]:
+    """The chunks of these pages in one built snapshot, in page order: ``{url: [(chunk_id, heading_path, text)]}``."""
+    out: dict[str, list[tuple]] = {url: [] for url in urls}
+    if not urls:
+        return out
+    rows = conn.execute(
+        sql.SQL("SELECT url, chunk_id, heading_path, content FROM {t} WHERE url = ANY(%s) ORDER BY url, seq")
+        .format(t=qualified(snap.table_name)), (list(urls),))
+    for url, chunk_id, heading_path, content in rows:
+        out[url].append((chunk_id, list(heading_path or ()), content))
+    return out
+

@@ -11,6 +11,9 @@ Endpoints (relative to the mount):
 - ``GET /api/sites/{site}/snapshots/{id}/held-back``: the quarantine and the
   exclusions of that snapshot's run (the page asks for the live one);
 - ``GET /api/sites/{site}/diff?from=A&to=B``: pages added, removed and changed;
+- ``GET /report/{site}?run=RUN_ID``: the site's HTML report (charts of its
+  snapshots, funnel, coverage and spend; each run's verdict in plain words:
+  :mod:`sitekb.report_html`), linked from the page;
 - ``POST /api/sites/{site}/aliases/{alias}/rollback`` (JSON ``{"reason": ...}``):
   moves the alias back through :func:`sitekb.store.snapshots.rollback`, with
   the Airflow user as the actor in the alias audit log.
@@ -258,6 +261,18 @@ def static(name: str):
     if name not in STATIC_FILES:
         raise HTTPException(404, "no such file")
     return Response(STATIC.joinpath(name).read_bytes(), media_type=STATIC_FILES[name], headers=PAGE_HEADERS)
+
+
+@router.get("/report/{site}", include_in_schema=False, response_class=HTMLResponse)
+def site_report(site: SiteName, user: User, conn: Database,
+                run: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None) -> HTMLResponse:
+    """The site's HTML report: inline SVG and its own style only, so its policy allows that style by hash."""
+    from sitekb.report_html import page as report_page
+
+    readable(user, site)
+    html = report_page.render(conn, site, run_id=run, data_docs=False)
+    return HTMLResponse(html, headers={**PAGE_HEADERS,
+                                       "Content-Security-Policy": report_page.content_security_policy("'self'")})
 
 
 @api.get("/me", response_model=Me)

@@ -278,6 +278,7 @@ async function showSite(site) {
   $("site-sub").textContent = `DAG ${detail.dag_id} · ` + (detail.can_rollback
     ? "you may roll its aliases back (you may trigger this DAG)"
     : "read-only: rolling an alias back needs the right to trigger this DAG");
+  $("report-link").setAttribute("href", "report/" + encodeURIComponent(site));
   renderAliases(detail);
   renderSnapshots(detail);
   renderCompare(detail);
