@@ -16,7 +16,6 @@ import argparse
 
 from sitekb.commands import connect as _connect
 from sitekb.commands import print_json as _print_json
-from sitekb.errors import ConfigError, NotFound
 from sitekb.passages import DEFAULT_ALIAS
 from sitekb.settings import Settings
 
@@ -42,19 +41,12 @@ then `sitekb run acme`, and this command lists what is left to change."""
 
 
 def cmd_messaging(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb.store import knowledge, snapshots
+    from sitekb.commands.snapshots import snapshot_of
+    from sitekb.store import knowledge
     from sitekb.store import messaging as findings
 
-    if args.snapshot is not None and args.alias is not None:
-        raise ConfigError("pass --snapshot N or --alias A, not both")
     with _connect(settings) as conn:
-        if args.snapshot is not None:
-            snap = snapshots.get(conn, args.snapshot)
-            if args.site and snap.site != args.site:
-                raise ConfigError(f"snapshot {snap.snapshot_id} is of site {snap.site!r}, not {args.site!r}")
-        else:
-            site = args.site or _only_site(knowledge.sites(conn))
-            snap = snapshots.resolve(conn, site, args.alias or DEFAULT_ALIAS)
+        snap = snapshot_of(conn, args.site, args.snapshot, args.alias)
         rules = findings.for_snapshot(conn, snap.snapshot_id)
         aliases = [row["alias"] for row in knowledge.aliases(conn, snap.site) if row["snapshot_id"] == snap.snapshot_id]
     if args.json:
@@ -83,18 +75,6 @@ def cmd_messaging(args: argparse.Namespace, settings: Settings) -> int:
     print(f"\n{left} of {len(rules)} rules still used by pages of this snapshot; "
           "`sitekb quarantine` shows the pages held back, `--json` every chunk id.")
     return 0
-
-
-def _only_site(sites: list[dict]) -> str:
-    """The site a bare `sitekb messaging` is about: the only one with a published snapshot."""
-    published = sorted(row["site"] for row in sites if row["aliases"])
-    if len(published) == 1:
-        return published[0]
-    if not published:
-        raise NotFound("no site has a published snapshot yet; `sitekb run SITE` builds one "
-                       "(or pass --snapshot N to read an unpublished one)")
-    raise ConfigError(f"{len(published)} sites have published snapshots ({', '.join(published)}): "
-                      "say which with --site")
 
 
 def register(subparsers) -> None:

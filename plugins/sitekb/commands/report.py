@@ -24,7 +24,7 @@ import webbrowser
 from pathlib import Path
 
 from sitekb.commands import connect, print_json
-from sitekb.errors import ConfigError, NotFound
+from sitekb.errors import ConfigError
 from sitekb.passages import DEFAULT_ALIAS
 from sitekb.settings import Settings
 
@@ -41,19 +41,10 @@ def _section_limit(site: str, settings: Settings) -> float | None:
 
 def cmd_coverage(args: argparse.Namespace, settings: Settings) -> int:
     from sitekb import coverage
-    from sitekb.commands.snapshots import _which_site
-    from sitekb.store import snapshots
+    from sitekb.commands.snapshots import snapshot_of
 
-    if args.snapshot is not None and args.alias is not None:
-        raise ConfigError("give --snapshot N or --alias A, not both")
     with connect(settings) as conn:
-        if args.snapshot is not None:
-            snap = snapshots.get(conn, args.snapshot)
-            if args.site and snap.site != args.site:
-                raise NotFound(f"snapshot {snap.snapshot_id} is of site {snap.site!r}, not {args.site!r}")
-        else:
-            site = _which_site(conn, args.site)
-            snap = snapshots.resolve(conn, site, args.alias or DEFAULT_ALIAS)
+        snap = snapshot_of(conn, args.site, args.snapshot, args.alias)
         record = coverage.of_snapshot(conn, snap, _section_limit(snap.site, settings))
     if args.json:
         print_json(record)

@@ -160,6 +160,24 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def snapshot_of(conn, site: str | None, snapshot_id: int | None, alias: str | None):
+    """The snapshot a reading command is about: ``--snapshot N`` (checked against ``--site``), else the
+    alias (default production) of the site named or of the only site with a published snapshot."""
+    from sitekb.passages import DEFAULT_ALIAS
+    from sitekb.store import snapshots
+
+    if snapshot_id is not None and alias is not None:
+        raise ConfigError("pass --snapshot N or --alias A, not both")
+    if snapshot_id is not None:
+        snap = snapshots.get(conn, snapshot_id)
+        if site and snap.site != site:
+            from sitekb.errors import NotFound
+
+            raise NotFound(f"snapshot {snap.snapshot_id} is of site {snap.site!r}, not {site!r}")
+        return snap
+    return snapshots.resolve(conn, _which_site(conn, site), alias or DEFAULT_ALIAS)
+
+
 def _which_site(conn, given: str | None) -> str:
     """The site a command is about: the one named, or the only site with a published snapshot.
 
