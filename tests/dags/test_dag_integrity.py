@@ -152,13 +152,20 @@ def test_site_dag_wires_every_stage_in_order(parsed):
     assert demo["trigger_rules"]["report"] == "all_done"
 
 
+def test_the_maintenance_dag_compacts_daily(parsed):
+    maintenance = parsed["dags"]["sitekb_maintenance"]
+    assert maintenance["tasks"] == ["compact"] and maintenance["schedule"] == "0 0 * * *"   # @daily
+    assert maintenance["max_active_runs"] == 1
+
+
 def test_the_demo_is_never_scheduled_unless_its_file_says_so(parsed):
     assert parsed["dags"]["sitekb_demo"]["schedule"] == "NullTimetable"
 
 
 def test_two_site_files_give_two_dags_and_a_broken_one_an_import_error_naming_file_and_field(sites):
     result, folder = sites
-    assert sorted(set(result["dags"]) - {"sitekb_example_downstream"}) == ["sitekb_demo", "sitekb_shop"]
+    assert sorted(set(result["dags"]) - {"sitekb_example_downstream", "sitekb_maintenance"}) == \
+        ["sitekb_demo", "sitekb_shop"]
     [(path, message)] = result["errors"].items()
     assert path.endswith("sitekb_site_errors.py")
     assert str(folder / "broken.yaml") in message

@@ -134,11 +134,11 @@ def _has_postings(conn, snapshot_id: int) -> bool:
                         (f"sitekb_snapshots.snap_{snapshot_id}_postings",)).fetchone()[0]
 
 
-def test_a_snapshot_built_before_postings_still_answers_and_migrate_builds_them(conn):
+def test_a_snapshot_without_bm25_statistics_still_answers_and_migrate_builds_them(conn):
     snap = make_snapshot(conn, "old", CORPUS, publish_as="production")
     bm25 = _keyword(conn, "old", "connection pool workers")
-    # As a sitekb before BM25 built it: no postings table, no view.
-    conn.execute(f"DROP TABLE sitekb_snapshots.snap_{snap.snapshot_id}_postings CASCADE")
+    # As if its BM25 statistics were lost (dropped by hand): no terms, so no postings view.
+    conn.execute(f"DROP TABLE sitekb_snapshots.snap_{snap.snapshot_id}_terms CASCADE")
     assert not _has_postings(conn, snap.snapshot_id)
     old = _keyword(conn, "old", "connection pool workers")
     assert old and old[0][1] == "https://bm.example/pool.html"
@@ -146,7 +146,7 @@ def test_a_snapshot_built_before_postings_still_answers_and_migrate_builds_them(
     hybrid = conn.execute("SELECT url FROM sitekb_api.search('old', query => 'connection pool workers', "
                           "query_embedding => array_fill(0.3, ARRAY[8])::vector, mode => 'hybrid', k => 3)").fetchall()
     assert len(hybrid) == 3
-    # `sitekb db migrate` repairs it (sitekb.ensure_search_views builds the postings), and this
+    # `sitekb db migrate` repairs it (sitekb.ensure_search_views counts them again), and this
     # session's search, planned while the snapshot had none, ranks by them at once.
     store.migrate(conn)
     assert _has_postings(conn, snap.snapshot_id)

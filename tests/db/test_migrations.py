@@ -46,7 +46,7 @@ def test_0009_gives_snapshots_built_before_it_their_search_view(conn):
 
     snap = make_snapshot(conn, "s", random_pages("s"), publish_as="production")
     retired = make_snapshot(conn, "s", random_pages("s", seed=1), seed=1)
-    conn.execute(f"DROP TABLE sitekb_snapshots.{retired.table_name} CASCADE")   # as if retention had run
+    conn.execute(f"DROP VIEW sitekb_snapshots.{retired.table_name} CASCADE")    # as if retention had run
     for sid in (snap.snapshot_id, retired.snapshot_id):
         conn.execute(f"DROP SCHEMA sitekb_snap_{sid} CASCADE")                   # as built before 0009
     conn.execute(next(text for version, _, text in schema.migrations() if version == 9))

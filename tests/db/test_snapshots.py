@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from sitekb.store import snapshot_tables, snapshots
+from sitekb.store import segments, snapshot_tables, snapshots
 from sitekb.cli import main
 from sitekb.errors import NotFound, QualityGateFailed, SitekbError
 from tests.db.factory import Page, make_snapshot, random_pages
@@ -29,17 +29,21 @@ def _table_exists(conn, table: str) -> bool:
 def test_build_records_lineage_and_indexes(conn):
     snap = make_snapshot(conn, "s", random_pages("s", pages=3, chunks_per_page=2))
     assert snap.state == "validated" and snap.table_name == f"snap_{snap.snapshot_id}"
-    assert snap.counts == {"chunks": 6, "documents": 3}
+    assert snap.counts == {"chunks": 6, "documents": 3, "segments": 1, "tombstones": 0}
     assert (snap.embedding_model, snap.dimensions, snap.config_hash) == ("synthetic", 8, "test")
+    # Its rows sit in one base segment, indexed after the load; readers read the view snap_<id>.
+    [base] = segments.manifest(conn, snap.snapshot_id)
+    assert (base.kind, base.rows, base.tombstones, base.built_for) == ("base", 6, 0, snap.snapshot_id)
     indexes = {r[0] for r in conn.execute(
         "SELECT indexdef FROM pg_indexes WHERE schemaname = 'sitekb_snapshots' AND tablename = %s",
-        (snap.table_name,))}
+        (f"seg_{base.segment_id}",))}
     assert any("hnsw" in d and "vector_cosine_ops" in d for d in indexes)
     assert any("gin" in d and "tsv" in d for d in indexes)
     # Rows up to a page stay whole: no vector or full-text vector goes to a TOAST table.
     options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass",
-                           (f"sitekb_snapshots.{snap.table_name}",)).fetchone()[0]
+                           (f"sitekb_snapshots.seg_{base.segment_id}",)).fetchone()[0]
     assert options == ["toast_tuple_target=8160"]
+    assert conn.execute(f"SELECT count(*) FROM sitekb_snapshots.{snap.table_name}").fetchone()[0] == 6
     # The SQL API's plan-cached search reads the table through this view.
     assert conn.execute(f"SELECT count(*) FROM sitekb_snap_{snap.snapshot_id}.chunks").fetchone()[0] == 6
 

@@ -36,6 +36,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "snapshots pin": ('sitekb snapshots pin 12 --reason "before the rebrand"',),
     "snapshots unpin": ("sitekb snapshots unpin 12",),
     "snapshots prune": ("sitekb snapshots prune --site acme", "sitekb snapshots prune --site acme --keep 3 --json"),
+    "snapshots compact": ("sitekb snapshots compact --site acme", "sitekb snapshots compact --site acme --snapshot 42 "
+                          "--force --json"),
     "publish": ("sitekb publish 12", 'sitekb publish 12 --alias staging --reason "new pricing copy" --json'),
     "rollback": ("sitekb rollback --site acme", 'sitekb rollback --site acme --reason "wrong prices" --json'),
     "search": (

@@ -7,6 +7,8 @@
     sitekb snapshots diff A B [--json]               pages added/removed/changed, chunk churn
     sitekb snapshots pin ID / unpin ID               keep a snapshot through retention (or not)
     sitekb snapshots prune --site S [--keep N]       apply retention now
+    sitekb snapshots compact --site S [--snapshot ID] [--force] [--json]
+                                                     merge delta segments into one base
     sitekb audit [--site S] [--action A] [--json]   who did what, when and why
     sitekb publish ID [--alias production] [--reason TEXT]
     sitekb rollback [--site S] [--alias production] [--reason TEXT]
@@ -59,10 +61,39 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    from sitekb.store import snapshots
+    from sitekb.store import segments, snapshots
 
     with _connect(settings) as conn:
-        _print_json(snapshots.get(conn, args.snapshot_id).as_dict())
+        record = snapshots.get(conn, args.snapshot_id).as_dict()
+        # Which segments it holds: the base first, then the deltas, each with its tombstones.
+        record["segments"] = [s.as_dict() for s in segments.manifest(conn, args.snapshot_id)]
+        _print_json(record)
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
+    from sitekb.store import segments, snapshots
+
+    with _connect(settings) as conn:
+        if args.snapshot is not None:
+            targets = [args.snapshot]
+        else:
+            targets = snapshots.compaction_targets(conn, args.site)
+        results = [segments.compact(conn, sid, force=args.force) for sid in targets]
+    if args.json:
+        _print_json(results)
+        return 0
+    if not results:
+        print(f"site {args.site} has no built snapshot to compact")
+    for r in results:
+        if r["compacted"]:
+            print(f"snapshot {r['snapshot_id']}: segments {', '.join(map(str, r['segments_before']))} merged into "
+                  f"segment {r['segment_id']} ({r['rows']} rows) in {r['build_seconds']:.1f}s, swapped in "
+                  f"{r['swap_seconds']:.2f}s; dropped segments no snapshot lists: "
+                  f"{', '.join(map(str, r['dropped_segments'])) or 'none'}")
+        else:
+            print(f"snapshot {r['snapshot_id']}: not due (segments {', '.join(map(str, r['segments_before']))}); "
+                  "--force compacts anyway")
     return 0
 
 
@@ -399,6 +430,19 @@ def register(sub) -> None:
         pin.add_argument("--reason", default="", help="why, for the audit log")
         pin.add_argument("--json", action="store_true", help="print the snapshot's id, site and pin as JSON")
         pin.set_defaults(func=cmd_pin)
+    compact = snaps_sub.add_parser(
+        "compact", help="merge a snapshot's delta segments into one new base (searches go on meanwhile)",
+        description="A refresh adds a delta segment and tombstones to the snapshot it builds on. Compaction "
+                    "merges the segments of a site's live snapshot (and its newest, which the next refresh builds "
+                    "on) into one new base segment with exactly the same rows, while searches keep answering; "
+                    "segments that no kept snapshot lists any more are dropped. It is due when the deltas and "
+                    "tombstones pass 20%% of the base or 8 deltas; the sitekb_maintenance DAG runs it daily.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    compact.add_argument("--site", required=True, help="site whose snapshots to compact")
+    compact.add_argument("--snapshot", type=int, help="only this snapshot (default: the live and the newest)")
+    compact.add_argument("--force", action="store_true", help="compact even when it is not due")
+    compact.add_argument("--json", action="store_true", help="print what was merged as JSON")
+    compact.set_defaults(func=cmd_compact)
     prune = snaps_sub.add_parser("prune", help="apply retention now: drop old unaliased, unpinned snapshots")
     prune.add_argument("--site", required=True, help="site whose snapshots to prune")
     prune.add_argument("--keep", type=int, help="newest N to keep (default: the site config's keep_snapshots)")

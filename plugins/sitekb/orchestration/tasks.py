@@ -335,3 +335,30 @@ def _record_rejection(context) -> None:
     notify.send(targets, "rejected", site=ctx.site.name,
                 text=f"sitekb {ctx.site.name}: the new snapshot was rejected by {who} and not published: {why}",
                 details={"run_id": context["dag_run"].run_id, "task_id": ti.task_id, "rejected_by": who})
+
+
+def compact_due() -> list[dict]:
+    """The maintenance DAG's task: compact every site's live and newest snapshots whose compaction is due."""
+    from sitekb.store import segments
+
+    _prepare()
+    settings = task_settings()
+    results = []
+    with _terminal_errors(), store.connection(store.database_url(settings)) as conn:
+        for site in snapshots.built_sites(conn):
+            for snapshot_id in snapshots.compaction_targets(conn, site):
+                try:
+                    result = segments.compact(conn, snapshot_id)
+                except SitekbError as exc:   # retention or another compaction got there first: next time
+                    log.warning("sitekb %s: snapshot %s not compacted: %s", site, snapshot_id, exc)
+                    continue
+                if result["compacted"]:
+                    log.info("sitekb %s: snapshot %s compacted (%s) into segment %s, %s rows, in %.1fs",
+                             site, snapshot_id, result["due"], result["segment_id"], result["rows"],
+                             result["build_seconds"])
+                results.append({"site": site, **{k: result.get(k) for k in (
+                    "snapshot_id", "compacted", "due", "segment_id", "rows", "dropped_segments")}})
+        dropped = segments.drop_unreferenced(conn)
+    if dropped:
+        log.info("sitekb: dropped segments no snapshot lists: %s", dropped)
+    return results

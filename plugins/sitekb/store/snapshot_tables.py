@@ -1,15 +1,17 @@
-"""Snapshot tables: a snapshot's chunks with their vectors, loaded once, indexed after the load.
+"""Snapshot builds, drops and diffs: a snapshot's rows, read as one table.
 
-A snapshot is one table ``sitekb_snapshots.snap_<id>`` (fixed vector dimension,
-so an HNSW index fits; a model change starts a new table, and snapshots of
-different models live side by side), its BM25 postings
-``sitekb_snapshots.snap_<id>_postings`` (``sitekb.build_postings``: each
-lexeme's chunks with their precomputed BM25 weights, for keyword search) and a
-schema ``sitekb_snap_<id>`` holding a view over each, ``chunks`` and
-``postings``: ``sitekb_api.search`` reads them under its search path so that a
-session plans its statement once per snapshot.
-:func:`build` creates both, :func:`drop` removes both, :func:`diff` compares
-two snapshots page by page.
+A snapshot's rows live in immutable segments (:mod:`sitekb.store.segments`):
+a refresh writes one delta segment with the chunks that came or changed and
+tombstones those that went, sharing every other segment with the snapshot it
+builds on; a model change starts a new base segment, so snapshots of different
+models live side by side. Readers see one view,
+``sitekb_snapshots.snap_<id>`` (the columns a snapshot table always had), its
+BM25 postings ``snap_<id>_postings`` (the segments' postings weighted with the
+snapshot's own statistics, ``snap_<id>_terms``), and a schema
+``sitekb_snap_<id>`` holding a view over each, ``chunks`` and ``postings``:
+``sitekb_api.search`` reads them under its search path so that a session plans
+its statement once per snapshot. :func:`build` makes them, :func:`drop` removes
+them, :func:`diff` compares two snapshots page by page.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
-from sitekb.errors import NotFound, SitekbError
+from sitekb.errors import NotFound
+from sitekb.store import segments
 
 
 class Built(Protocol):
@@ -46,81 +49,67 @@ def search_schema(snapshot_id: int) -> sql.Identifier:
 
 
 def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, dimensions: int) -> dict:
-    """Load the run's chunks with their cached embeddings and full-text vectors into a fresh table, then index it.
+    """Build the snapshot of a run's chunks: a delta segment on the site's newest snapshot, or a new base.
 
-    Returns the counts (chunks, documents, BM25 postings) and how long loading and indexing took.
+    The run's chunks (with their cached embeddings and full-text vectors) that
+    the base snapshot (:func:`sitekb.store.segments.base_for`) does not hold as
+    they are go into one delta segment, indexed after its load; the base's
+    chunks the run no longer has are tombstoned; every other segment is shared.
+    No base (a site's first build, a new model or dimension), or a change
+    above :data:`~sitekb.store.segments.REBASE_SHARE` of the base: one new
+    base segment with every chunk. Returns the counts (chunks, documents,
+    segments, tombstones), the lexemes of its BM25 statistics, how it was made
+    (``base_snapshot``, ``delta_rows``, ``new_tombstones``) and how long
+    loading and indexing took.
 
-    Build-then-swap: a retry drops the half-built table of this snapshot and
-    starts over; no published table is ever touched.
+    Build-then-swap: a retry drops the half-built snapshot and starts over; no
+    published snapshot, and no segment another snapshot lists, is ever touched.
     """
-    table_name = f"snap_{snapshot_id}"
-    table = qualified(table_name)
     started = time.monotonic()
     with conn.transaction():
         drop(conn, snapshot_id)
-        # Every staged row of the run is read, so hash joins are right; the stages
-        # have just written those rows, and without fresh statistics the planner
-        # picks per-row nested loops (30x slower at 10k chunks).
-        conn.execute("SELECT set_config('enable_nestloop', 'off', true)")
-        # CREATE TABLE AS lets parallel workers join and read while the leader writes;
-        # INSERT ... SELECT never runs in parallel.
-        conn.execute("SELECT set_config('parallel_setup_cost', '0', true), set_config('parallel_tuple_cost', '0', true)")
+        site = conn.execute("SELECT site FROM sitekb.snapshots WHERE snapshot_id = %s", (snapshot_id,)).fetchone()[0]
+        staged = segments.stage_run(conn, run_id)
+        base_id = segments.base_for(conn, snapshot_id)
+        added = removed = 0
+        if base_id is not None:
+            added, removed = segments.compare(conn, base_id)
+            base_rows = conn.execute("SELECT corpus_chunks FROM sitekb.snapshots WHERE snapshot_id = %s",
+                                     (base_id,)).fetchone()[0]
+            if removed > segments.REBASE_SHARE * base_rows or added > max(base_rows, 1):
+                base_id = None   # most of the base replaced: a new base costs little more, and filters nothing
+        if base_id is None:
+            # Every staged row is read, so hash joins are right; the stages have just written
+            # those rows, and without fresh statistics the planner picks per-row nested loops
+            # (30x slower at 10k chunks). CREATE TABLE AS lets parallel workers join and read
+            # while the leader writes; INSERT ... SELECT never runs in parallel. (A delta reads
+            # its few rows' vectors by index, and keeps nested loops.)
+            conn.execute("SELECT set_config('enable_nestloop', 'off', true)")
+            conn.execute("SELECT set_config('parallel_setup_cost', '0', true), "
+                         "set_config('parallel_tuple_cost', '0', true)")
         # Room for the hash joins over the cached vectors (a parallel hash may use this times
         # hash_mem_multiplier per process): with the default 4 MB they spill to disk in batches.
         conn.execute("SELECT set_config('work_mem', '64MB', true)")
-        # Load first, index after: building HNSW over a full table is much faster
-        # than maintaining it row by row.
-        # A row (vector + full-text vector + text) is usually over the 2 kB at which
-        # Postgres moves values out of line: TOAST would write each row's vector and
-        # full-text vector to a second table and index, which halves the load speed
-        # and makes the HNSW build and keyword ranking read them back from there.
-        # Rows stay whole up to a page (8 kB): with 384 or 768 dimensions they fit. A 1536-dimension
-        # vector (6 kB, OpenAI's default) plus text and full-text vector does not, and Postgres
-        # still moves the largest value (the vector) out of line, as it did before.
-        loaded = conn.execute(
-            sql.SQL(
-                """CREATE TABLE {table} WITH (toast_tuple_target = 8160) AS
-                   SELECT c.chunk_id, c.url, d.title, c.heading_path, c.seq, c.text AS content, c.token_count,
-                          coalesce(d.index_language, d.language) AS language, d.tags, d.published, e.embedding::vector({dims}) AS embedding,
-                          -- The chunk stage cached the full-text vectors (sitekb.store.fulltext); one it
-                          -- missed (a run chunked before migration 0007) is computed here.
-                          coalesce(f.tsv, sitekb.fulltext_vector(sitekb.text_config(d.index_language), d.title, c.heading_path, c.text)) AS tsv
-                   FROM sitekb.chunks c
-                   JOIN sitekb.documents d ON d.run_id = c.run_id AND d.url = c.url
-                   JOIN sitekb.embedding_cache e
-                     ON e.model = {model} AND e.dimensions = {dims} AND e.text_hash = c.text_hash
-                   LEFT JOIN sitekb.fulltext_cache f ON f.key = sitekb.fulltext_key(sitekb.text_config(d.index_language), d.title,
-                                                                      c.heading_path, c.text)
-                   WHERE c.run_id = {run_id} AND d.status = 'accepted'"""
-            ).format(table=table, dims=sql.Literal(dimensions), model=sql.Literal(model), run_id=sql.Literal(run_id)),
-        ).rowcount
-        expected = conn.execute(
-            """SELECT count(*) FROM sitekb.chunks c JOIN sitekb.documents d
-                 ON d.run_id = c.run_id AND d.url = c.url
-               WHERE c.run_id = %s AND d.status = 'accepted'""",
-            (run_id,),
-        ).fetchone()[0]
-        if loaded != expected:
-            raise SitekbError(
-                f"snapshot {snapshot_id}: {expected - loaded} chunks have no cached embedding; "
-                "re-run the embed task before building"
-            )
+        delta = base_id is not None
+        segment_id, loaded = None, 0
+        if not delta or added:
+            segment_id, loaded = segments.load(conn, snapshot_id=snapshot_id, site=site, run_id=run_id, model=model,
+                                               dimensions=dimensions, delta=delta)
         loaded_at = time.monotonic()
-        # The HNSW graph is built in memory when it fits: give the build room for
-        # the vectors plus their neighbour lists (bounded, and only for this transaction).
-        conn.execute("SELECT set_config('maintenance_work_mem', %s, true)",
-                     (f"{_index_memory_mb(loaded, dimensions)}MB",))
-        conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (chunk_id)").format(table))
-        conn.execute(
-            sql.SQL("CREATE INDEX ON {} USING hnsw (embedding vector_cosine_ops)").format(table)
-        )
-        conn.execute(sql.SQL("CREATE INDEX ON {} USING gin (tsv)").format(table))
-        conn.execute(sql.SQL("CREATE INDEX ON {} (url)").format(table))
-        conn.execute(sql.SQL("ANALYZE {}").format(table))
-        # Keyword search ranks by BM25 with this snapshot's statistics, precomputed per posting.
-        postings = conn.execute("SELECT sitekb.build_postings(%s)", (snapshot_id,)).fetchone()[0]
-        pages = conn.execute(sql.SQL("SELECT count(DISTINCT url) FROM {}").format(table)).fetchone()[0]
-        counts = {"chunks": loaded, "documents": pages}
+        if segment_id is not None:
+            segments.index(conn, segment_id, loaded, dimensions)
+        if delta:
+            segments.list_on_base(conn, snapshot_id, base_id, segment_id)
+            lexemes = segments.terms_on_base(conn, snapshot_id, base_id, segment_id)
+            conn.execute("SELECT sitekb.snapshot_views(%s)", (snapshot_id,))
+        else:
+            segments.list_base(conn, snapshot_id, segment_id)
+            # Keyword search ranks by BM25 with this snapshot's statistics.
+            lexemes = conn.execute("SELECT sitekb.build_postings(%s)", (snapshot_id,)).fetchone()[0]
+        pages = conn.execute("SELECT count(DISTINCT url) FROM _staged").fetchone()[0]
+        listed = segments.manifest(conn, snapshot_id)
+        counts = {"chunks": staged, "documents": pages, "segments": len(listed),
+                  "tombstones": sum(s.tombstones for s in listed)}
         # The text-search configurations its chunks were parsed with: a question is parsed with each.
         configs = conn.execute(
             """SELECT coalesce(array_agg(DISTINCT c.name ORDER BY c.name), ARRAY['english'])
@@ -130,27 +119,18 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
             """UPDATE sitekb.snapshots SET table_name = %s, built_at = now(),
                       counts = counts || %s::jsonb, text_configs = %s
                WHERE snapshot_id = %s""",
-            (table_name, json.dumps(counts), configs, snapshot_id),
+            (f"snap_{snapshot_id}", json.dumps(counts), configs, snapshot_id),
         )
-        # The SQL API reads the table through the view "chunks" of schema sitekb_snap_<id>, so
-        # that a session caches its plan per snapshot; one SQL function makes that view, for a
-        # new snapshot and for any that lacks it. Only the owner may read it.
-        conn.execute("SELECT sitekb.ensure_search_views()")
     finished = time.monotonic()
-    return {**counts, "postings": postings, "load_seconds": round(loaded_at - started, 3),
-            "index_seconds": round(finished - loaded_at, 3)}
+    return {**counts, "postings": lexemes, "base_snapshot": base_id, "delta_rows": loaded if delta else 0,
+            "new_tombstones": removed if delta else 0,
+            "load_seconds": round(loaded_at - started, 3), "index_seconds": round(finished - loaded_at, 3)}
 
 
 def drop(conn: psycopg.Connection, snapshot_id: int) -> None:
-    """Drop a snapshot's table and postings (with their indexes) and the view schema the SQL API reads them through."""
-    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(search_schema(snapshot_id)))
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(f"snap_{snapshot_id}_postings")))
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(f"snap_{snapshot_id}")))
-
-
-def _index_memory_mb(rows: int, dimensions: int) -> int:
-    need = rows * (dimensions * 4 + 300) * 1.3 / 2**20
-    return int(min(2048, max(64, need)))
+    """Drop what a snapshot's readers read, its manifest, and every segment no other snapshot lists."""
+    segments.drop_snapshot(conn, snapshot_id)
+    segments.drop_unreferenced(conn)
 
 
 # -- diff -----------------------------------------------------------------

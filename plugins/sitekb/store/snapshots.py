@@ -65,6 +65,8 @@ class Snapshot:
     embedding_base_url: str | None = None      # OpenAI-compatible server the vectors came from
     embedding_api_key_env: str | None = None   # the variable holding its key (a name, never a key)
     text_configs: list[str] | None = None      # text-search configurations of its chunks (None: english)
+    corpus_chunks: int | None = None           # BM25 statistics: its chunks and the sum of their lengths
+    corpus_length: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -382,6 +384,22 @@ def apply_retention(conn: psycopg.Connection, site: str, keep: int, *, actor: st
             audit.record(conn, site, "pruned", actor, reason=f"kept the newest {keep}",
                          details={"dropped": dropped, "target": "snapshots " + (", ".join(map(str, dropped)) or "none")})
     return dropped
+
+
+def built_sites(conn: psycopg.Connection) -> list[str]:
+    """The sites that have a snapshot with its rows."""
+    return [row[0] for row in conn.execute(
+        "SELECT DISTINCT site FROM sitekb.snapshots WHERE table_name IS NOT NULL ORDER BY site")]
+
+
+def compaction_targets(conn: psycopg.Connection, site: str) -> list[int]:
+    """The snapshots of a site worth compacting: what its aliases point to and its newest built one."""
+    return [row[0] for row in conn.execute(
+        """SELECT snapshot_id FROM sitekb.aliases WHERE site = %(site)s
+           UNION
+           (SELECT snapshot_id FROM sitekb.snapshots WHERE site = %(site)s AND table_name IS NOT NULL
+              AND state <> 'building' ORDER BY snapshot_id DESC LIMIT 1)
+           ORDER BY 1""", {"site": site})]
 
 
 def abandon_building(conn: psycopg.Connection, run_id: str) -> int | None:

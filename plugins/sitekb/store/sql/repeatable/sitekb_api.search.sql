@@ -6,11 +6,13 @@
 -- id, as sitekb.readable_snapshot allows (sitekb_api.resolve_snapshot explains a refusal). Modes: vector (needs
 -- query_embedding, from the snapshot's own model), keyword (needs query) or
 -- hybrid (needs both; the two lists fused, see below). Keyword ranking is
--- BM25 over the snapshot's postings (sitekb.build_postings: weights precomputed with
--- the snapshot's own statistics; the question's lexemes by sitekb.question_terms, the
--- same recipe), reading each lexeme's 2,000 heaviest postings; a snapshot built
--- before postings existed ranks by cover density (ts_rank_cd) until `sitekb db
--- migrate` builds them. The question is parsed with the text-search configuration
+-- BM25 over the snapshot's postings (sitekb.build_postings: the segments' postings
+-- weighted with the snapshot's own statistics; the question's lexemes by
+-- sitekb.question_terms, the same recipe), reading each lexeme's 2,000 most important
+-- postings; a snapshot whose statistics are missing ranks by cover density (ts_rank_cd)
+-- until `sitekb db migrate` builds them. A snapshot's rows may sit in several segments
+-- (sitekb.snapshot_views): the views "chunks" and "postings" hide that, and a top-k over
+-- them is each segment's index scan, merged. The question is parsed with the text-search configuration
 -- of query_language (or of the language filter) when the snapshot has pages in it,
 -- else with each configuration the snapshot's chunks use (sitekb.text_config: an
 -- English and a Spanish page each stem their own way; sitekb/query.py detects the
@@ -177,6 +179,13 @@ BEGIN
                                     AND cardinality(coalesce(s.text_configs, ARRAY['english'])) > 1)
                              THEN v_configs[1] END;
         END IF;
+        IF v_unfiltered AND v_mode <> 'keyword'
+           AND EXISTS (SELECT 1 FROM sitekb.tombstones g WHERE g.snapshot_id = v_id) THEN
+            -- Tombstoned rows of a segment are filtered out of its HNSW scan: an iterative scan
+            -- keeps the scan from coming back short, in order, so the Merge Append of the
+            -- segments' scans stays in order too (the fast statement below does not sort again).
+            PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
+        END IF;
         PERFORM set_config('search_path',
                            format('pg_catalog, %I, sitekb_snap_gone, %s', 'sitekb_snap_' || v_id, v_path), true);
         BEGIN
@@ -218,14 +227,15 @@ BEGIN
                          FROM candidates c WHERE v_mode <> 'keyword'
                          ORDER BY c.embedding OPERATOR(@extschema:vector@.<=>) $3 LIMIT v_depth),
                      -- BM25: the sum of the question's lexemes' weights per chunk, from each lexeme's
-                     -- heaviest postings (index on lexeme, weight). Unfiltered, the top v_depth are
-                     -- all it needs; filtered, every scored chunk goes to the filters (so a filter
-                     -- finds the chunks that are among some question word's 2,000 heaviest).
+                     -- most important postings (each segment's index on lexeme, impact, merged).
+                     -- Unfiltered, the top v_depth are all it needs; filtered, every scored chunk
+                     -- goes to the filters (so a filter finds the chunks that are among some
+                     -- question word's 2,000 most important).
                      scored AS MATERIALIZED (
                          SELECT p.chunk_id, sum(p.weight)::float8 AS relevance
                          FROM unnest(v_terms) q(lexeme)
                          CROSS JOIN LATERAL (SELECT x.chunk_id, x.weight FROM postings x WHERE x.lexeme = q.lexeme
-                                             ORDER BY x.weight DESC LIMIT 2000) p
+                                             ORDER BY x.impact DESC LIMIT 2000) p
                          WHERE v_mode <> 'vector' AND v_bm25
                          GROUP BY p.chunk_id
                          ORDER BY relevance DESC, p.chunk_id LIMIT CASE WHEN v_unfiltered THEN v_depth END),

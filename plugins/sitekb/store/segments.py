@@ -1,0 +1,382 @@
+"""Segments: a snapshot is a manifest of immutable, separately indexed tables plus tombstones.
+
+A segment is one table ``sitekb_snapshots.seg_<id>`` loaded in one statement
+and indexed after its load (HNSW, GIN, primary key, url) with its BM25 postings
+``seg_<id>_postings`` (``sitekb.build_segment_postings``). A snapshot lists
+segments (``sitekb.snapshot_segments``) and the chunks of those segments it no
+longer holds (``sitekb.tombstones``); its readers see one view,
+``sitekb_snapshots.snap_<id>`` (``sitekb.snapshot_views``).
+
+A build compares the run's staged chunks with the newest snapshot of the site
+that has the same embedding model (:func:`base_for`): chunks that are new or
+changed (any column a reader sees: page, title, headings, order, language,
+tags, date; the text and so the vector are in the chunk id) go into one delta
+segment, chunks that went or changed are tombstoned, and every other segment is
+shared. A refresh that would replace most of its base (:data:`REBASE_SHARE`), a different model or dimension, or a site's first
+build writes a new base segment instead. A snapshot never changes what it holds; compaction
+(:func:`compact`) only moves the same rows into one new base segment.
+Retention drops a segment when no snapshot lists it (:func:`drop_unreferenced`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from sitekb.errors import NotFound, SitekbError
+from sitekb.store import locks
+
+# A refresh that removes or replaces more than this share of its base's chunks (or adds
+# more than the base holds) writes a new base: a delta that large saves little and leaves
+# many tombstones to filter.
+REBASE_SHARE = 0.5
+# Compaction is due when the deltas and tombstones of a snapshot pass this share of its
+# base's rows, or when it holds this many deltas.
+COMPACT_SHARE = 0.2
+COMPACT_DELTAS = 8
+# A reader holds ACCESS SHARE on the views for the length of a search (milliseconds):
+# swapping a snapshot's views waits at most this long for them, then gives up cleanly.
+SWAP_LOCK_TIMEOUT = "5s"
+DROP_LOCK_TIMEOUT = "2s"
+
+_ROW_COLUMNS = ("url", "title", "heading_path", "seq", "token_count", "language", "tags", "published")
+
+
+@dataclass
+class Segment:
+    """One segment of a snapshot's manifest."""
+
+    segment_id: int
+    kind: str            # base | delta
+    position: int        # 0 the base, then the deltas in the order they came
+    rows: int            # rows the segment holds
+    tombstones: int      # of those, the ones this snapshot no longer holds
+    run_id: str | None   # the run whose chunks it holds (a compaction's: None)
+    built_for: int | None
+
+    @property
+    def live(self) -> int:
+        return self.rows - self.tombstones
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "live": self.live}
+
+
+def table(segment_id: int) -> sql.Composed:
+    return sql.Identifier("sitekb_snapshots", f"seg_{segment_id}")
+
+
+def manifest(conn: psycopg.Connection, snapshot_id: int) -> list[Segment]:
+    """The segments a snapshot lists, base first, with its tombstones per segment."""
+    rows = conn.execute(
+        """SELECT g.segment_id, g.kind, ss.position, g.rows,
+                  (SELECT count(*) FROM sitekb.tombstones t
+                   WHERE t.snapshot_id = ss.snapshot_id AND t.segment_id = ss.segment_id),
+                  g.run_id, g.built_for
+           FROM sitekb.snapshot_segments ss JOIN sitekb.segments g ON g.segment_id = ss.segment_id
+           WHERE ss.snapshot_id = %s ORDER BY ss.position, ss.segment_id""", (snapshot_id,)).fetchall()
+    return [Segment(*row) for row in rows]
+
+
+def base_for(conn: psycopg.Connection, snapshot_id: int) -> int | None:
+    """The snapshot a new snapshot builds on: the site's newest other one with the same model and its rows."""
+    row = conn.execute(
+        """SELECT b.snapshot_id FROM sitekb.snapshots s JOIN sitekb.snapshots b
+             ON b.site = s.site AND b.embedding_model = s.embedding_model AND b.dimensions = s.dimensions
+           WHERE s.snapshot_id = %s AND b.snapshot_id <> s.snapshot_id AND b.table_name IS NOT NULL
+             AND b.state <> 'building' AND b.corpus_chunks IS NOT NULL
+             AND to_regclass(format('%%I.%%I', 'sitekb_snapshots', 'snap_' || b.snapshot_id || '_terms')) IS NOT NULL
+             AND EXISTS (SELECT 1 FROM sitekb.snapshot_segments ss WHERE ss.snapshot_id = b.snapshot_id)
+           ORDER BY b.snapshot_id DESC LIMIT 1""", (snapshot_id,)).fetchone()
+    return row[0] if row else None
+
+
+# -- building ---------------------------------------------------------------
+
+def stage_run(conn: psycopg.Connection, run_id: str) -> int:
+    """The run's accepted chunks, as a reader would see each row (temporary table ``_staged``); returns how many."""
+    conn.execute("DROP TABLE IF EXISTS pg_temp._staged")
+    staged = conn.execute(
+        """CREATE TEMP TABLE _staged ON COMMIT DROP AS
+           SELECT c.chunk_id, c.url, d.title, c.heading_path, c.seq, c.token_count,
+                  coalesce(d.index_language, d.language) AS language, d.tags, d.published
+           FROM sitekb.chunks c JOIN sitekb.documents d ON d.run_id = c.run_id AND d.url = c.url
+           WHERE c.run_id = %s AND d.status = 'accepted'""", (run_id,)).rowcount
+    conn.execute("ALTER TABLE _staged ADD PRIMARY KEY (chunk_id)")
+    conn.execute("ANALYZE _staged")
+    return staged
+
+
+def compare(conn: psycopg.Connection, base_id: int) -> tuple[int, int]:
+    """What ``_staged`` changes against snapshot ``base_id``: temporary tables ``_added`` and ``_removed``.
+
+    ``_added`` (chunk_id): staged rows the base does not hold as they are; ``_removed``
+    (segment_id, chunk_id): the base's rows that are not staged as they are. Returns both counts.
+    """
+    live = sql.SQL(" UNION ALL ").join(
+        sql.SQL("""SELECT {seg}::bigint AS segment_id, t.chunk_id, {cols} FROM {table} t
+                   WHERE NOT EXISTS (SELECT 1 FROM sitekb.tombstones g WHERE g.snapshot_id = {base}
+                                       AND g.segment_id = {seg} AND g.chunk_id = t.chunk_id)""").format(
+            seg=sql.Literal(s.segment_id), base=sql.Literal(base_id), table=table(s.segment_id),
+            cols=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in _ROW_COLUMNS))
+        for s in manifest(conn, base_id))
+    same = sql.SQL(" AND ").join(sql.SQL("s.{c} IS NOT DISTINCT FROM l.{c}").format(c=sql.Identifier(c))
+                                 for c in _ROW_COLUMNS)
+    conn.execute("DROP TABLE IF EXISTS pg_temp._live, pg_temp._added, pg_temp._removed")
+    conn.execute(sql.SQL("CREATE TEMP TABLE _live ON COMMIT DROP AS {}").format(live))
+    conn.execute("ANALYZE _live")
+    added = conn.execute(sql.SQL(
+        """CREATE TEMP TABLE _added ON COMMIT DROP AS SELECT s.chunk_id FROM _staged s
+           WHERE NOT EXISTS (SELECT 1 FROM _live l WHERE l.chunk_id = s.chunk_id AND {same})""").format(same=same)
+    ).rowcount
+    removed = conn.execute(sql.SQL(
+        """CREATE TEMP TABLE _removed ON COMMIT DROP AS SELECT l.segment_id, l.chunk_id FROM _live l
+           WHERE NOT EXISTS (SELECT 1 FROM _staged s WHERE s.chunk_id = l.chunk_id AND {same})""").format(same=same)
+    ).rowcount
+    conn.execute("ANALYZE _added")
+    conn.execute("ANALYZE _removed")
+    return added, removed
+
+
+def load(conn: psycopg.Connection, *, snapshot_id: int, site: str, run_id: str, model: str, dimensions: int,
+         delta: bool) -> tuple[int, int]:
+    """Load a new segment with the run's chunks (``delta``: only those in ``_added``); returns (id, rows).
+
+    Raises when a chunk has no cached embedding (the embed task did not finish).
+    """
+    segment_id = conn.execute(
+        """INSERT INTO sitekb.segments (site, kind, model, dimensions, run_id, built_for)
+           VALUES (%s, %s, %s, %s, %s, %s) RETURNING segment_id""",
+        (site, "delta" if delta else "base", model, dimensions, run_id, snapshot_id)).fetchone()[0]
+    only = sql.SQL("AND c.chunk_id IN (SELECT chunk_id FROM _added)") if delta else sql.SQL("")
+    # A row (vector + full-text vector + text) is usually over the 2 kB at which Postgres moves
+    # values out of line: TOAST would write each row's vector and full-text vector to a second
+    # table and index, which halves the load speed and makes the HNSW build and keyword ranking
+    # read them back from there. Rows stay whole up to a page (8 kB): with 384 or 768 dimensions
+    # they fit. A 1536-dimension vector (6 kB, OpenAI's default) plus text and full-text vector
+    # does not, and Postgres still moves the largest value (the vector) out of line.
+    loaded = conn.execute(sql.SQL(
+        """CREATE TABLE {table} WITH (toast_tuple_target = 8160) AS
+           SELECT c.chunk_id, c.url, d.title, c.heading_path, c.seq, c.text AS content, c.token_count,
+                  coalesce(d.index_language, d.language) AS language, d.tags, d.published,
+                  e.embedding::vector({dims}) AS embedding,
+                  -- The chunk stage cached the full-text vectors (sitekb.store.fulltext); one it
+                  -- missed (a run chunked before migration 0007) is computed here.
+                  coalesce(f.tsv, sitekb.fulltext_vector(sitekb.text_config(d.index_language), d.title,
+                                                         c.heading_path, c.text)) AS tsv
+           FROM sitekb.chunks c
+           JOIN sitekb.documents d ON d.run_id = c.run_id AND d.url = c.url
+           JOIN sitekb.embedding_cache e
+             ON e.model = {model} AND e.dimensions = {dims} AND e.text_hash = c.text_hash
+           LEFT JOIN sitekb.fulltext_cache f ON f.key = sitekb.fulltext_key(sitekb.text_config(d.index_language),
+                                                                            d.title, c.heading_path, c.text)
+           WHERE c.run_id = {run_id} AND d.status = 'accepted' {only}""").format(
+        table=table(segment_id), dims=sql.Literal(dimensions), model=sql.Literal(model),
+        run_id=sql.Literal(run_id), only=only)).rowcount
+    expected = conn.execute("SELECT count(*) FROM _added" if delta else "SELECT count(*) FROM _staged").fetchone()[0]
+    if loaded != expected:
+        raise SitekbError(
+            f"snapshot {snapshot_id}: {expected - loaded} chunks have no cached embedding; "
+            "re-run the embed task before building"
+        )
+    conn.execute("UPDATE sitekb.segments SET rows = %s WHERE segment_id = %s", (loaded, segment_id))
+    return segment_id, loaded
+
+
+def index(conn: psycopg.Connection, segment_id: int, rows: int, dimensions: int) -> int:
+    """Index a loaded segment (primary key, HNSW, GIN, url) and build its postings; returns the postings."""
+    seg = table(segment_id)
+    # The HNSW graph is built in memory when it fits: give the build room for the vectors
+    # plus their neighbour lists (bounded, and only for this transaction).
+    conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (f"{_index_memory_mb(rows, dimensions)}MB",))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (chunk_id)").format(seg))
+    conn.execute(sql.SQL("CREATE INDEX ON {} USING hnsw (embedding vector_cosine_ops)").format(seg))
+    conn.execute(sql.SQL("CREATE INDEX ON {} USING gin (tsv)").format(seg))
+    conn.execute(sql.SQL("CREATE INDEX ON {} (url)").format(seg))
+    conn.execute(sql.SQL("ANALYZE {}").format(seg))
+    return conn.execute("SELECT sitekb.build_segment_postings(%s)", (segment_id,)).fetchone()[0]
+
+
+def list_base(conn: psycopg.Connection, snapshot_id: int, segment_id: int) -> None:
+    """A snapshot made of one (base) segment and no tombstones."""
+    conn.execute("INSERT INTO sitekb.snapshot_segments (snapshot_id, segment_id, position) VALUES (%s, %s, 0)",
+                 (snapshot_id, segment_id))
+
+
+def list_on_base(conn: psycopg.Connection, snapshot_id: int, base_id: int, delta_id: int | None) -> None:
+    """A snapshot made of its base's segments (but those left with no rows), ``delta_id`` and tombstones.
+
+    The tombstones are the base's plus ``_removed``.
+    """
+    conn.execute(
+        """CREATE TEMP TABLE _gone ON COMMIT DROP AS
+           SELECT segment_id, chunk_id FROM sitekb.tombstones WHERE snapshot_id = %s
+           UNION SELECT segment_id, chunk_id FROM _removed""", (base_id,))
+    conn.execute(
+        """INSERT INTO sitekb.snapshot_segments (snapshot_id, segment_id, position)
+           SELECT %(new)s, ss.segment_id, ss.position
+           FROM sitekb.snapshot_segments ss JOIN sitekb.segments g ON g.segment_id = ss.segment_id
+           WHERE ss.snapshot_id = %(base)s
+             AND g.rows > (SELECT count(*) FROM _gone x WHERE x.segment_id = ss.segment_id)""",
+        {"new": snapshot_id, "base": base_id})
+    if delta_id is not None:
+        conn.execute(
+            """INSERT INTO sitekb.snapshot_segments (snapshot_id, segment_id, position)
+               SELECT %(new)s, %(delta)s, coalesce(max(position), 0) + 1
+               FROM sitekb.snapshot_segments WHERE snapshot_id = %(base)s""",
+            {"new": snapshot_id, "delta": delta_id, "base": base_id})
+    conn.execute(
+        """INSERT INTO sitekb.tombstones (snapshot_id, segment_id, chunk_id)
+           SELECT %s, x.segment_id, x.chunk_id FROM _gone x
+           WHERE EXISTS (SELECT 1 FROM sitekb.snapshot_segments ss WHERE ss.snapshot_id = %s
+                           AND ss.segment_id = x.segment_id)""", (snapshot_id, snapshot_id))
+    conn.execute("DROP TABLE _gone")
+
+
+def terms_on_base(conn: psycopg.Connection, snapshot_id: int, base_id: int, delta_id: int | None) -> int:
+    """The BM25 statistics of a snapshot built on ``base_id``: its counts, less ``_removed``, plus the delta's.
+
+    The same numbers ``sitekb.build_postings`` counts from every chunk, at the cost of the
+    chunks that changed. Returns the number of lexemes.
+    """
+    went = [sql.SQL("""SELECT t.tsv FROM {table} t JOIN _removed r
+                         ON r.segment_id = {seg} AND r.chunk_id = t.chunk_id""").format(
+                table=table(seg), seg=sql.Literal(seg))
+            for (seg,) in conn.execute("SELECT DISTINCT segment_id FROM _removed").fetchall()]
+    came = [sql.SQL("SELECT t.tsv FROM {} t").format(table(delta_id))] if delta_id is not None else []
+    removed = sql.SQL(" UNION ALL ").join(went) if went else sql.SQL("SELECT NULL::tsvector AS tsv WHERE false")
+    added = sql.SQL(" UNION ALL ").join(came) if came else sql.SQL("SELECT NULL::tsvector AS tsv WHERE false")
+    terms = sql.Identifier("sitekb_snapshots", f"snap_{snapshot_id}_terms")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(terms))
+    lexemes = conn.execute(sql.SQL(
+        """CREATE TABLE {terms} AS
+           SELECT lexeme, sum(df)::integer AS df FROM (
+               SELECT lexeme, df FROM {base}
+               UNION ALL SELECT b.lexeme, -1 FROM ({removed}) r CROSS JOIN LATERAL sitekb.bm25_terms(r.tsv) b
+               UNION ALL SELECT b.lexeme, 1 FROM ({added}) a CROSS JOIN LATERAL sitekb.bm25_terms(a.tsv) b) x
+           GROUP BY lexeme HAVING sum(df) > 0""").format(
+        terms=terms, base=sql.Identifier("sitekb_snapshots", f"snap_{base_id}_terms"), removed=removed,
+        added=added)).rowcount
+    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (lexeme)").format(terms))
+    conn.execute(sql.SQL(
+        """UPDATE sitekb.snapshots s
+           SET corpus_chunks = b.corpus_chunks - (SELECT count(*) FROM ({removed}) r) + (SELECT count(*) FROM ({added}) a),
+               corpus_length = b.corpus_length
+                               - coalesce((SELECT sum(x.tf) FROM ({removed}) r, sitekb.bm25_terms(r.tsv) x), 0)
+                               + coalesce((SELECT sum(x.tf) FROM ({added}) a, sitekb.bm25_terms(a.tsv) x), 0)
+           FROM sitekb.snapshots b WHERE s.snapshot_id = %s AND b.snapshot_id = %s""").format(
+        removed=removed, added=added), (snapshot_id, base_id))
+    return lexemes
+
+
+# -- dropping -----------------------------------------------------------------
+
+def drop_snapshot(conn: psycopg.Connection, snapshot_id: int) -> None:
+    """Drop what a snapshot's readers read and its manifest; its segments stay while another snapshot lists them."""
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(f"sitekb_snap_{snapshot_id}")))
+    for name in (f"snap_{snapshot_id}_postings", f"snap_{snapshot_id}"):
+        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)",
+                            (f"sitekb_snapshots.{name}",)).fetchone()
+        if kind is not None:   # a view; a table when built before segments
+            conn.execute(sql.SQL("DROP {} {} CASCADE").format(
+                sql.SQL("VIEW" if kind[0] == "v" else "TABLE"), sql.Identifier("sitekb_snapshots", name)))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+        sql.Identifier("sitekb_snapshots", f"snap_{snapshot_id}_terms")))
+    conn.execute("DELETE FROM sitekb.snapshot_segments WHERE snapshot_id = %s", (snapshot_id,))
+
+
+def drop_unreferenced(conn: psycopg.Connection, *, lock_timeout: str = DROP_LOCK_TIMEOUT) -> list[int]:
+    """Drop every segment no snapshot lists; a segment a session is reading is left for the next call."""
+    dropped = []
+    unreferenced = conn.execute(
+        """SELECT g.segment_id FROM sitekb.segments g
+           WHERE NOT EXISTS (SELECT 1 FROM sitekb.snapshot_segments ss WHERE ss.segment_id = g.segment_id)
+           ORDER BY g.segment_id""").fetchall()
+    for (segment_id,) in unreferenced:
+        try:
+            with conn.transaction():   # a savepoint: a busy segment is skipped, the rest still go
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout,))
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+                    sql.Identifier("sitekb_snapshots", f"seg_{segment_id}_postings")))
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table(segment_id)))
+                conn.execute("DELETE FROM sitekb.segments WHERE segment_id = %s", (segment_id,))
+            dropped.append(segment_id)
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.ForeignKeyViolation):
+            continue   # read right now, or listed by a snapshot committed since the query above
+    return dropped
+
+
+# -- compaction ---------------------------------------------------------------
+
+def compaction_due(segments: list[Segment]) -> str | None:
+    """Why a snapshot's segments should be merged, or None."""
+    if len(segments) < 2 and not any(s.tombstones for s in segments):
+        return None
+    base = segments[0].rows if segments else 0
+    deltas = [s for s in segments[1:]]
+    churn = sum(s.rows for s in deltas) + sum(s.tombstones for s in segments)
+    if len(deltas) >= COMPACT_DELTAS:
+        return f"{len(deltas)} delta segments (compaction at {COMPACT_DELTAS})"
+    if base and churn > COMPACT_SHARE * base:
+        return (f"deltas and tombstones hold {churn} rows, {churn / base:.0%} of the base's {base} "
+                f"(compaction above {COMPACT_SHARE:.0%})")
+    return None
+
+
+def compact(conn: psycopg.Connection, snapshot_id: int, *, force: bool = False) -> dict[str, Any]:
+    """Merge a snapshot's segments into one new base segment holding exactly its rows.
+
+    The new segment is loaded and indexed while searches keep reading the old
+    ones; then, in the same transaction, the manifest is replaced and the views
+    swapped (waiting at most :data:`SWAP_LOCK_TIMEOUT` for running searches).
+    The snapshot's rows, statistics and scores do not change. Segments no
+    snapshot lists any more are dropped afterwards. Not due and not ``force``:
+    nothing happens, and the result says why.
+    """
+    before = manifest(conn, snapshot_id)
+    if not before:
+        raise NotFound(f"snapshot {snapshot_id} has no segments (retention dropped it, or it is not built)")
+    due = compaction_due(before)
+    result: dict[str, Any] = {"snapshot_id": snapshot_id, "segments_before": [s.segment_id for s in before],
+                              "due": due}
+    if due is None and not force:
+        return {**result, "compacted": False}
+    started = time.monotonic()
+    with conn.transaction():
+        locks.hold(conn, f"compacting snapshot {snapshot_id}", "sitekb.segments", str(snapshot_id), wait="1s")
+        snap = conn.execute("SELECT site, embedding_model, dimensions, table_name FROM sitekb.snapshots "
+                            "WHERE snapshot_id = %s", (snapshot_id,)).fetchone()
+        if snap is None or snap[3] is None or manifest(conn, snapshot_id) != before:
+            raise SitekbError(f"snapshot {snapshot_id} changed while compaction started (retention or "
+                              "another compaction); run it again")
+        site, model, dimensions, _ = snap
+        segment_id = conn.execute(
+            """INSERT INTO sitekb.segments (site, kind, model, dimensions, run_id, built_for)
+               VALUES (%s, 'base', %s, %s, NULL, %s) RETURNING segment_id""",
+            (site, model, dimensions, snapshot_id)).fetchone()[0]
+        rows = conn.execute(sql.SQL(
+            "CREATE TABLE {} WITH (toast_tuple_target = 8160) AS SELECT * FROM {} ORDER BY url, seq").format(
+            table(segment_id), sql.Identifier("sitekb_snapshots", f"snap_{snapshot_id}"))).rowcount
+        conn.execute("UPDATE sitekb.segments SET rows = %s WHERE segment_id = %s", (rows, segment_id))
+        index(conn, segment_id, rows, dimensions)
+        built = time.monotonic()
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (SWAP_LOCK_TIMEOUT,))
+        conn.execute("DELETE FROM sitekb.snapshot_segments WHERE snapshot_id = %s", (snapshot_id,))
+        list_base(conn, snapshot_id, segment_id)
+        conn.execute("SELECT sitekb.snapshot_views(%s)", (snapshot_id,))
+        conn.execute("""UPDATE sitekb.snapshots SET counts = counts || jsonb_build_object('segments', 1, 'tombstones', 0)
+                        WHERE snapshot_id = %s""", (snapshot_id,))
+    swapped = time.monotonic()
+    dropped = drop_unreferenced(conn)
+    return {**result, "compacted": True, "segment_id": segment_id, "rows": rows,
+            "build_seconds": round(built - started, 3), "swap_seconds": round(swapped - built, 3),
+            "dropped_segments": dropped}
+
+
+def _index_memory_mb(rows: int, dimensions: int) -> int:
+    need = rows * (dimensions * 4 + 300) * 1.3 / 2**20
+    return int(min(2048, max(64, need)))
