@@ -120,7 +120,7 @@ def _timed(reader, sql_text: str, args) -> tuple[float, list]:
 
 
 VECTOR_SQL = "SELECT chunk_id FROM sitekb_api.search(%s, query_embedding => %s, k => 10, snapshot_id => %s)"
-MIXED_SQL = ("SELECT chunk_id, round(score::numeric, 4) FROM sitekb_api.search(%s, query => %s, "
+MIXED_SQL = ("SELECT chunk_id, score FROM sitekb_api.search(%s, query => %s, "
              "query_embedding => %s, k => 10, mode => %s, snapshot_id => %s)")
 
 
@@ -150,7 +150,8 @@ def test_bench_segments(database_server):
         kept.append(snapshot_id)
         refreshes.append({"snapshot_id": snapshot_id, "seconds": round(seconds, 2), "delta_rows": built["delta_rows"],
                           "tombstones": built["new_tombstones"], "segments": built["segments"],
-                          "load_seconds": built["load_seconds"], "index_seconds": built["index_seconds"]})
+                          "load_seconds": built["load_seconds"], "index_seconds": built["index_seconds"],
+                          "steps": built["steps"]})
         _progress(f"refresh {edition}: {seconds:.2f} s, delta {built['delta_rows']} rows", t0)
         assert built["segments"] == edition + 1 and built["delta_rows"] == len(changed)
     live = kept[-1]
@@ -192,7 +193,10 @@ def test_bench_segments(database_server):
             ms, a = _timed(reader, MIXED_SQL, (SITE, text, Vector(q), mode, live))
             mixed_ms[mode].append(ms)
             b = reader.execute(MIXED_SQL, (SITE + "-single", text, Vector(q), mode, single_id)).fetchall()
-            equal[mode] += a == b
+            # The same passages in the same order with the same scores (to float precision: the
+            # refresh adjusted the BM25 statistics, the single table counted them).
+            equal[mode] += [r[0] for r in a] == [r[0] for r in b] and all(
+                abs(float(x[1]) - float(y[1])) <= 1e-4 * max(1.0, abs(float(y[1]))) for x, y in zip(a, b))
             overlap[mode].append(len({r[0] for r in a} & {r[0] for r in b}) / max(len(b), 1))
         a = reader.execute(VECTOR_SQL, (SITE, Vector(q), live)).fetchall()
         b = reader.execute(VECTOR_SQL, (SITE + "-single", Vector(q), single_id)).fetchall()

@@ -137,3 +137,41 @@ def test_changed_chunking_cuts_every_document_again(db, refreshes):
     again = _stage(conn, third, "chunk")
     assert again["chunk_inputs"] != _stage(conn, second, "chunk")["chunk_inputs"]
     assert again["reused_documents"] == 0 and again["reused_from"] is None
+
+
+def _verdicts(conn, run_id: str) -> dict[str, tuple]:
+    return {row[0]: row[1:] for row in conn.execute(
+        "SELECT url, status, failures, measures - 'validation_inputs' FROM sitekb.documents WHERE run_id = %s",
+        (run_id,))}
+
+
+def test_a_refresh_validates_the_changed_page_and_keeps_the_verdicts_of_the_others(db, refreshes):
+    conn = db
+    first, second, _ = refreshes["runs"]
+    before, after = _stage(conn, first, "validate"), _stage(conn, second, "validate")
+    assert before["validated_before"] == 0 and before["judged"] == before["documents"]
+    # The edited page, and any page whose near-duplicate flag its edit changed, are judged again.
+    assert after["judged"] >= 1 and after["validated_before"] + after["judged"] == after["documents"]
+    assert after["validated_before"] >= after["documents"] - 3
+    assert after["accepted"] == before["accepted"] and after["quarantined"] == before["quarantined"]
+    # Every kept verdict is the one a full validation gives: the same status, failures and measures.
+    old, new = _verdicts(conn, first), _verdicts(conn, second)
+    edited = refreshes["base"] + "/" + EDITED
+    assert {u: v for u, v in new.items() if u != edited} == {u: v for u, v in old.items() if u != edited}
+    assert {v[0] for v in new.values()} >= {"accepted", "quarantined"}   # the demo has quarantined pages
+
+
+def test_changed_quality_inputs_validate_every_page_again(db, refreshes):
+    _, second, third = refreshes["runs"]
+    assert _stage(db, third, "validate")["validated_before"] == 0       # new nosnippet selectors
+
+
+def test_a_refresh_builds_a_delta_segment_on_the_last_snapshot(db, refreshes):
+    from sitekb.store import segments
+
+    first, second, _ = refreshes["runs"]
+    ids = dict(db.execute("SELECT run_id, snapshot_id FROM sitekb.snapshots WHERE run_id IN (%s, %s)",
+                          (first, second)).fetchall())
+    one, two = segments.manifest(db, ids[first]), segments.manifest(db, ids[second])
+    assert [s.kind for s in two] == ["base", "delta"] and two[0].segment_id == one[0].segment_id
+    assert two[1].rows == two[0].tombstones < 10                        # the edited page's chunks

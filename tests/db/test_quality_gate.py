@@ -212,7 +212,11 @@ def test_a_crawl_that_loses_most_pages_is_blocked_and_the_live_snapshot_stays(co
     assert rejected.quality["batch"]["measures"]["live_pages"] == 21
     assert conn.execute("SELECT status FROM sitekb.runs WHERE run_id = 'gutted'").fetchone()[0] == "blocked"
     index = Path(rejected.quality["data_docs"]).read_text()
-    assert "sitekb.batch" in index and "sitekb.documents" in index and "sitekb.chunks" in index
+    # The 3 pages left were validated by the first run as they are: the document suite judged none of them
+    # (their verdicts stand, in the first run's Data Docs); the chunk and batch suites ran.
+    assert "sitekb.batch" in index and "sitekb.chunks" in index and "sitekb.documents" not in index
+    validated = conn.execute("SELECT stages -> 'validate' FROM sitekb.runs WHERE run_id = 'gutted'").fetchone()[0]
+    assert (validated["validated_before"], validated["judged"]) == (3, 0)
     assert str(data_docs_home / "data_docs" / "gate" / "gutted") in rejected.quality["data_docs"]
 
 

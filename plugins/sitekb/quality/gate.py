@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import psycopg
@@ -78,21 +78,53 @@ def prune_data_docs(site: SiteConfig, home: Path, keep_run_ids: set[str]) -> lis
     return deleted
 
 
-def hidden_text_of_run(conn: psycopg.Connection, site: SiteConfig, run_id: str) -> dict[str, dict]:
-    """The hidden-text measures of every page the run kept, by URL (streamed: one page body at a time)."""
+def hidden_text_of_run(conn: psycopg.Connection, site: SiteConfig, run_id: str,
+                       skip: Collection[str] = ()) -> dict[str, dict]:
+    """The hidden-text measures of every page the run kept but ``skip``, by URL (streamed: one page body at a time)."""
     from sitekb.extract import hidden_text_of_page
 
     selectors = tuple(site.opt_out.nosnippet_selectors)
     return {page.url: measures.measure_hidden(hidden_text_of_page(page.body, page.content_type, selectors))
-            for page in pages.kept_pages(conn, site.name, run_id)}
+            for page in pages.kept_pages(conn, site.name, run_id) if page.url not in skip}
+
+
+def validation_inputs(site: SiteConfig) -> str:
+    """What a document's verdict depends on besides its page and text: the quality config, the nosnippet
+    selectors and sitekb's version. A document validated before with the same inputs is not measured again."""
+    import hashlib
+    import json
+
+    from sitekb import __version__
+
+    recipe = {"quality": site.quality.model_dump(mode="json"), "nosnippet": list(site.opt_out.nosnippet_selectors),
+              "sitekb": __version__}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# What a document's own measures are (measures.measure_document, hidden text included): a document
+# validated before as it is keeps them; the duplicate flags and the safety flags are judged again.
+_DUPLICATE_KEYS = ("duplicate_of", "near_duplicate_of", "similarity")
 
 
 def document_rows(docs: list[Mapping], config: QualityConfig,
-                  hidden: Mapping[str, Mapping] | None = None) -> list[dict]:
-    """The measured rows of the document suite, hidden-text measures (by URL) and duplicate flags included."""
-    rows = [measures.measure_document(doc) for doc in docs]
-    for row in rows:
-        row.update((hidden or {}).get(row["url"], {}))
+                  hidden: Mapping[str, Mapping] | None = None,
+                  measured: Mapping[str, Mapping] | None = None) -> list[dict]:
+    """The measured rows of the document suite, hidden-text measures (by URL) and duplicate flags included.
+
+    ``measured``: earlier measures of documents validated before as they are (by URL), used
+    instead of measuring them and parsing their pages again.
+    """
+    measured = measured or {}
+    rows = []
+    for doc in docs:
+        earlier = measured.get(doc["url"])
+        if earlier is not None:
+            rows.append({k: v for k, v in earlier.items()
+                         if k not in (*_DUPLICATE_KEYS, "flags", "validation_inputs")})
+        else:
+            row = measures.measure_document(doc)
+            row.update((hidden or {}).get(row["url"], {}))
+            rows.append(row)
     # Which copy of a duplicate cluster is kept depends on which copies are otherwise healthy.
     others = [c for c in suites.document_checks(config) if c.name not in ("duplicate", "near_duplicate")]
     found = duplicates.find_duplicates(
@@ -110,11 +142,33 @@ def document_rows(docs: list[Mapping], config: QualityConfig,
 
 def validate_documents(conn: psycopg.Connection, run_id: str, site: SiteConfig,
                        docs_dir: Path | None = None) -> dict:
-    """Accept or quarantine every document of the run; return counts for the run record."""
+    """Accept or quarantine every document of the run; return counts for the run record.
+
+    A document an earlier run validated as it is (same page body, text and validation
+    inputs, :func:`validation_inputs`) keeps its measures and its document-suite failures: its
+    page is not parsed again and the suite judges only the other documents (none: the suite
+    does not run). The duplicate checks look at every document each time, and a document whose
+    duplicate flags changed is judged again; approvals, the safety policies and the messaging
+    rules are applied to every document.
+    """
+    inputs = validation_inputs(site)
+    before = documents.validated_before(conn, run_id, inputs)
     docs = documents.for_validation(conn, run_id)
-    rows = document_rows(docs, site.quality, hidden_text_of_run(conn, site, run_id))
-    outcome = validate_rows(suites.DOCUMENTS, suites.document_checks(site.quality), rows,
-                            data_docs_dir=docs_dir, run_name=run_id)
+    rows = document_rows(docs, site.quality, hidden_text_of_run(conn, site, run_id, skip=before),
+                         {url: b["measures"] for url, b in before.items()})
+    checks = suites.document_checks(site.quality)
+    names = {c.name for c in checks}
+    kept = {row["url"] for row in rows if row["url"] in before
+            and all(row.get(k) == before[row["url"]]["measures"].get(k) for k in _DUPLICATE_KEYS)}
+    fresh = [row for row in rows if row["url"] not in kept]
+    outcome = validate_rows(suites.DOCUMENTS, checks, fresh, data_docs_dir=docs_dir, run_name=run_id) if fresh \
+        else Outcome(suites.DOCUMENTS, "none (every document validated before as it is)", 0)
+    for url in kept:
+        earlier = [Failure(**f) for f in before[url]["failures"] if f.get("check") in names]
+        if earlier:
+            outcome.failures[url] = earlier
+    for row in rows:
+        row["validation_inputs"] = inputs
     reported, blocking = suites.reported_checks(site.quality), suites.blocking_checks(site.quality)
     approved_texts = approvals.for_site(conn, site.name)
     verdicts, quarantined, approved, flagged, blocked = [], {}, {}, {}, {}
@@ -144,7 +198,8 @@ def validate_documents(conn: psycopg.Connection, run_id: str, site: SiteConfig,
             "approved": len(approved), "flagged": len(flagged), "blocked": len(blocked),
             "quarantined_urls": quarantined, "approved_urls": approved, "flagged_urls": flagged,
             "blocked_urls": blocked, "failed_checks": dict(sorted(by_check.items())), "engine": outcome.engine,
-            "data_docs": outcome.data_docs, "suite_seconds": round(outcome.seconds, 3)}
+            "data_docs": outcome.data_docs, "suite_seconds": round(outcome.seconds, 3),
+            "validated_before": len(kept), "judged": len(fresh)}
 
 
 def blocked_message(site: SiteConfig, run_id: str, blocked: Mapping[str, list[str]]) -> str:

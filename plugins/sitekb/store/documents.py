@@ -83,6 +83,29 @@ def for_validation(conn: psycopg.Connection, run_id: str) -> list[dict]:
         ).fetchall()
 
 
+def validated_before(conn: psycopg.Connection, run_id: str, inputs: str) -> dict[str, dict]:
+    """The run's documents an earlier run already validated as they are, with that run's measures and failures.
+
+    As they are: the same page body (``page_hash``) and text (``content_hash``), no correction,
+    and the same validation inputs (``measures ->> 'validation_inputs'``: the quality config
+    and sitekb's version, :func:`sitekb.quality.gate.validation_inputs`); the newest such
+    document per URL (index ``documents_reuse``). Returns ``{url: {"measures", "failures"}}``.
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """SELECT d.url, p.measures, p.failures
+               FROM sitekb.documents d
+               CROSS JOIN LATERAL (
+                   SELECT e.measures, e.failures FROM sitekb.documents e JOIN sitekb.runs r ON r.run_id = e.run_id
+                   WHERE e.site = d.site AND e.url = d.url AND e.page_hash = d.page_hash AND e.run_id <> d.run_id
+                     AND e.correction_id IS NULL AND e.content_hash = d.content_hash
+                     AND e.status IN ('accepted', 'quarantined') AND e.measures ->> 'validation_inputs' = %s
+                   ORDER BY r.started_at DESC LIMIT 1) p
+               WHERE d.run_id = %s AND d.correction_id IS NULL AND d.page_hash IS NOT NULL""",
+            (inputs, run_id)).fetchall()
+    return {row["url"]: {"measures": row["measures"], "failures": row["failures"] or []} for row in rows}
+
+
 def set_verdicts(conn: psycopg.Connection, run_id: str, verdicts: Sequence[tuple], default_language: str = "en") -> None:
     """(url, status, failures, measures, approval_id) for documents of the run, in one transaction.
 

@@ -1,19 +1,27 @@
-"""Segments: a snapshot is a manifest of immutable, separately indexed tables plus tombstones.
+"""Segments: a snapshot is a manifest of immutable segments plus tombstones.
 
-A segment is one table ``sitekb_snapshots.seg_<id>`` loaded in one statement
-and indexed after its load (HNSW, GIN, primary key, url) with its BM25 postings
-``seg_<id>_postings`` (``sitekb.build_segment_postings``). A snapshot lists
+A base segment is one table ``sitekb_snapshots.seg_<id>`` loaded in one
+statement and indexed after its load (HNSW, GIN, primary key, url), with its
+BM25 postings ``seg_<id>_postings`` (``sitekb.build_segment_postings``). A
+delta segment is one load appended to its base's table under its own
+``segment_id`` (the inserts keep the indexes up; its postings go to the base's
+``seg_<id>_delta_postings``): a vector search then reads one index scan
+however many deltas a snapshot holds, where a table per delta cost
+a scan each (measured: about 0.4 ms per 1,000-row delta, as much as the
+100,000-row base's). Rows are only appended, never changed. A snapshot lists
 segments (``sitekb.snapshot_segments``) and the chunks of those segments it no
 longer holds (``sitekb.tombstones``); its readers see one view,
-``sitekb_snapshots.snap_<id>`` (``sitekb.snapshot_views``).
+``sitekb_snapshots.snap_<id>`` (``sitekb.snapshot_views``), filtered to its
+segments.
 
 A build compares the run's staged chunks with the newest snapshot of the site
 that has the same embedding model (:func:`base_for`): chunks that are new or
 changed (any column a reader sees: page, title, headings, order, language,
 tags, date; the text and so the vector are in the chunk id) go into one delta
 segment, chunks that went or changed are tombstoned, and every other segment is
-shared. A refresh that would replace most of its base (:data:`REBASE_SHARE`), a different model or dimension, or a site's first
-build writes a new base segment instead. A snapshot never changes what it holds; compaction
+shared. A refresh that would replace most of its base (:data:`REBASE_SHARE`),
+a different model or dimension, or a site's first build writes a new base
+segment instead. A snapshot never changes what it holds; compaction
 (:func:`compact`) only moves the same rows into one new base segment.
 Retention drops a segment when no snapshot lists it (:func:`drop_unreferenced`).
 """
@@ -44,6 +52,9 @@ SWAP_LOCK_TIMEOUT = "5s"
 DROP_LOCK_TIMEOUT = "2s"
 
 _ROW_COLUMNS = ("url", "title", "heading_path", "seq", "token_count", "language", "tags", "published")
+# A segment's columns as a snapshot's readers see them (the base's table adds segment_id).
+_COLUMNS = ("chunk_id", "url", "title", "heading_path", "seq", "content", "token_count", "language", "tags",
+            "published", "embedding", "tsv")
 
 
 @dataclass
@@ -57,6 +68,7 @@ class Segment:
     tombstones: int      # of those, the ones this snapshot no longer holds
     run_id: str | None   # the run whose chunks it holds (a compaction's: None)
     built_for: int | None
+    stored_in: int | None = None   # a delta: the base whose table holds its rows
 
     @property
     def live(self) -> int:
@@ -70,13 +82,19 @@ def table(segment_id: int) -> sql.Composed:
     return sql.Identifier("sitekb_snapshots", f"seg_{segment_id}")
 
 
+def rows_of(segment: Segment) -> tuple[sql.Composable, sql.Composable]:
+    """Where a segment's rows are: (its base's table, the condition on its alias ``t``)."""
+    return (table(segment.stored_in or segment.segment_id),
+            sql.SQL("t.segment_id = {}").format(sql.Literal(segment.segment_id)))
+
+
 def manifest(conn: psycopg.Connection, snapshot_id: int) -> list[Segment]:
     """The segments a snapshot lists, base first, with its tombstones per segment."""
     rows = conn.execute(
         """SELECT g.segment_id, g.kind, ss.position, g.rows,
                   (SELECT count(*) FROM sitekb.tombstones t
                    WHERE t.snapshot_id = ss.snapshot_id AND t.segment_id = ss.segment_id),
-                  g.run_id, g.built_for
+                  g.run_id, g.built_for, g.stored_in
            FROM sitekb.snapshot_segments ss JOIN sitekb.segments g ON g.segment_id = ss.segment_id
            WHERE ss.snapshot_id = %s ORDER BY ss.position, ss.segment_id""", (snapshot_id,)).fetchall()
     return [Segment(*row) for row in rows]
@@ -100,12 +118,16 @@ def base_for(conn: psycopg.Connection, snapshot_id: int) -> int | None:
 def stage_run(conn: psycopg.Connection, run_id: str) -> int:
     """The run's accepted chunks, as a reader would see each row (temporary table ``_staged``); returns how many."""
     conn.execute("DROP TABLE IF EXISTS pg_temp._staged")
+    # Every staged row is read, so hash joins are right; the stages have just written those rows,
+    # and without fresh statistics the planner picks per-row nested loops (minutes at 100k chunks).
+    conn.execute("SELECT set_config('enable_nestloop', 'off', true)")
     staged = conn.execute(
         """CREATE TEMP TABLE _staged ON COMMIT DROP AS
            SELECT c.chunk_id, c.url, d.title, c.heading_path, c.seq, c.token_count,
                   coalesce(d.index_language, d.language) AS language, d.tags, d.published
            FROM sitekb.chunks c JOIN sitekb.documents d ON d.run_id = c.run_id AND d.url = c.url
            WHERE c.run_id = %s AND d.status = 'accepted'""", (run_id,)).rowcount
+    conn.execute("SELECT set_config('enable_nestloop', 'on', true)")
     conn.execute("ALTER TABLE _staged ADD PRIMARY KEY (chunk_id)")
     conn.execute("ANALYZE _staged")
     return staged
@@ -119,14 +141,17 @@ def compare(conn: psycopg.Connection, base_id: int) -> tuple[int, int]:
     """
     live = sql.SQL(" UNION ALL ").join(
         sql.SQL("""SELECT {seg}::bigint AS segment_id, t.chunk_id, {cols} FROM {table} t
-                   WHERE NOT EXISTS (SELECT 1 FROM sitekb.tombstones g WHERE g.snapshot_id = {base}
-                                       AND g.segment_id = {seg} AND g.chunk_id = t.chunk_id)""").format(
-            seg=sql.Literal(s.segment_id), base=sql.Literal(base_id), table=table(s.segment_id),
+                   WHERE {own} AND NOT EXISTS (SELECT 1 FROM sitekb.tombstones g WHERE g.snapshot_id = {base}
+                                                 AND g.segment_id = {seg} AND g.chunk_id = t.chunk_id)""").format(
+            seg=sql.Literal(s.segment_id), base=sql.Literal(base_id), table=rows_of(s)[0], own=rows_of(s)[1],
             cols=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in _ROW_COLUMNS))
         for s in manifest(conn, base_id))
     same = sql.SQL(" AND ").join(sql.SQL("s.{c} IS NOT DISTINCT FROM l.{c}").format(c=sql.Identifier(c))
                                  for c in _ROW_COLUMNS)
     conn.execute("DROP TABLE IF EXISTS pg_temp._live, pg_temp._added, pg_temp._removed")
+    # Every row of the base is compared: hash joins. The tombstones just written have no
+    # statistics, and a nested loop over them costs rows x tombstones (minutes at 100k chunks).
+    conn.execute("SELECT set_config('enable_nestloop', 'off', true)")
     conn.execute(sql.SQL("CREATE TEMP TABLE _live ON COMMIT DROP AS {}").format(live))
     conn.execute("ANALYZE _live")
     added = conn.execute(sql.SQL(
@@ -137,22 +162,32 @@ def compare(conn: psycopg.Connection, base_id: int) -> tuple[int, int]:
         """CREATE TEMP TABLE _removed ON COMMIT DROP AS SELECT l.segment_id, l.chunk_id FROM _live l
            WHERE NOT EXISTS (SELECT 1 FROM _staged s WHERE s.chunk_id = l.chunk_id AND {same})""").format(same=same)
     ).rowcount
+    conn.execute("SELECT set_config('enable_nestloop', 'on', true)")
     conn.execute("ANALYZE _added")
     conn.execute("ANALYZE _removed")
     return added, removed
 
 
 def load(conn: psycopg.Connection, *, snapshot_id: int, site: str, run_id: str, model: str, dimensions: int,
-         delta: bool) -> tuple[int, int]:
-    """Load a new segment with the run's chunks (``delta``: only those in ``_added``); returns (id, rows).
+         stored_in: int | None) -> tuple[int, int]:
+    """Load a new segment with the run's chunks; returns (id, rows).
 
-    Raises when a chunk has no cached embedding (the embed task did not finish).
+    ``stored_in`` None: a base, every staged chunk, in a new table ``seg_<id>``. Else a delta,
+    the chunks in ``_added``, appended to that base's table (its indexes kept up by the
+    inserts). Raises when a chunk has no cached embedding (the embed task did not finish).
     """
+    delta = stored_in is not None
     segment_id = conn.execute(
-        """INSERT INTO sitekb.segments (site, kind, model, dimensions, run_id, built_for)
-           VALUES (%s, %s, %s, %s, %s, %s) RETURNING segment_id""",
-        (site, "delta" if delta else "base", model, dimensions, run_id, snapshot_id)).fetchone()[0]
+        """INSERT INTO sitekb.segments (site, kind, model, dimensions, run_id, built_for, stored_in)
+           VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING segment_id""",
+        (site, "delta" if delta else "base", model, dimensions, run_id, snapshot_id, stored_in)).fetchone()[0]
     only = sql.SQL("AND c.chunk_id IN (SELECT chunk_id FROM _added)") if delta else sql.SQL("")
+    if delta:
+        target = sql.SQL("INSERT INTO {} (segment_id, {}) SELECT {}::bigint, ").format(
+            table(stored_in), sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.Literal(segment_id))
+    else:
+        target = sql.SQL("CREATE TABLE {} WITH (toast_tuple_target = 8160) AS SELECT {}::bigint AS segment_id, ").format(
+            table(segment_id), sql.Literal(segment_id))
     # A row (vector + full-text vector + text) is usually over the 2 kB at which Postgres moves
     # values out of line: TOAST would write each row's vector and full-text vector to a second
     # table and index, which halves the load speed and makes the HNSW build and keyword ranking
@@ -160,8 +195,7 @@ def load(conn: psycopg.Connection, *, snapshot_id: int, site: str, run_id: str, 
     # they fit. A 1536-dimension vector (6 kB, OpenAI's default) plus text and full-text vector
     # does not, and Postgres still moves the largest value (the vector) out of line.
     loaded = conn.execute(sql.SQL(
-        """CREATE TABLE {table} WITH (toast_tuple_target = 8160) AS
-           SELECT c.chunk_id, c.url, d.title, c.heading_path, c.seq, c.text AS content, c.token_count,
+        """{target} c.chunk_id, c.url, d.title, c.heading_path, c.seq, c.text AS content, c.token_count,
                   coalesce(d.index_language, d.language) AS language, d.tags, d.published,
                   e.embedding::vector({dims}) AS embedding,
                   -- The chunk stage cached the full-text vectors (sitekb.store.fulltext); one it
@@ -175,7 +209,7 @@ def load(conn: psycopg.Connection, *, snapshot_id: int, site: str, run_id: str, 
            LEFT JOIN sitekb.fulltext_cache f ON f.key = sitekb.fulltext_key(sitekb.text_config(d.index_language),
                                                                             d.title, c.heading_path, c.text)
            WHERE c.run_id = {run_id} AND d.status = 'accepted' {only}""").format(
-        table=table(segment_id), dims=sql.Literal(dimensions), model=sql.Literal(model),
+        target=target, dims=sql.Literal(dimensions), model=sql.Literal(model),
         run_id=sql.Literal(run_id), only=only)).rowcount
     expected = conn.execute("SELECT count(*) FROM _added" if delta else "SELECT count(*) FROM _staged").fetchone()[0]
     if loaded != expected:
@@ -187,15 +221,28 @@ def load(conn: psycopg.Connection, *, snapshot_id: int, site: str, run_id: str, 
     return segment_id, loaded
 
 
-def index(conn: psycopg.Connection, segment_id: int, rows: int, dimensions: int) -> int:
-    """Index a loaded segment (primary key, HNSW, GIN, url) and build its postings; returns the postings."""
+def index(conn: psycopg.Connection, segment_id: int, rows: int, dimensions: int, *, delta: bool = False) -> int:
+    """Index a loaded base (primary key, HNSW, GIN, url) and build a segment's postings; returns the postings.
+
+    A delta's rows were indexed as they were appended to its base: only its postings are built.
+    """
+    if delta:
+        # No ANALYZE of the base's table: a delta adds a few percent to it, and sampling it costs
+        # seconds at 100,000 rows; the statistics of the base stand (autovacuum renews them).
+        return conn.execute("SELECT sitekb.build_segment_postings(%s)", (segment_id,)).fetchone()[0]
     seg = table(segment_id)
     # The HNSW graph is built in memory when it fits: give the build room for the vectors
     # plus their neighbour lists (bounded, and only for this transaction).
     conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (f"{_index_memory_mb(rows, dimensions)}MB",))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (chunk_id)").format(seg))
+    # A chunk id may come back in a later delta (a page restored): unique per segment.
+    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (chunk_id, segment_id)").format(seg))
     conn.execute(sql.SQL("CREATE INDEX ON {} USING hnsw (embedding vector_cosine_ops)").format(seg))
-    conn.execute(sql.SQL("CREATE INDEX ON {} USING gin (tsv)").format(seg))
+    # Deltas appended later add their full-text vectors to the pending list, merged by vacuum
+    # rather than by the refresh (the default 4 MB list overflows at a few hundred chunks and
+    # merges during the insert). Keyword search reads the postings; this index serves the
+    # cover-density fallback of a snapshot without BM25 statistics.
+    conn.execute(sql.SQL("CREATE INDEX ON {} USING gin (tsv) WITH (fastupdate = on, gin_pending_list_limit = 65536)"
+                         ).format(seg))
     conn.execute(sql.SQL("CREATE INDEX ON {} (url)").format(seg))
     conn.execute(sql.SQL("ANALYZE {}").format(seg))
     return conn.execute("SELECT sitekb.build_segment_postings(%s)", (segment_id,)).fetchone()[0]
@@ -221,7 +268,7 @@ def list_on_base(conn: psycopg.Connection, snapshot_id: int, base_id: int, delta
            SELECT %(new)s, ss.segment_id, ss.position
            FROM sitekb.snapshot_segments ss JOIN sitekb.segments g ON g.segment_id = ss.segment_id
            WHERE ss.snapshot_id = %(base)s
-             AND g.rows > (SELECT count(*) FROM _gone x WHERE x.segment_id = ss.segment_id)""",
+             AND (g.stored_in IS NULL OR g.rows > (SELECT count(*) FROM _gone x WHERE x.segment_id = ss.segment_id))""",
         {"new": snapshot_id, "base": base_id})
     if delta_id is not None:
         conn.execute(
@@ -243,11 +290,15 @@ def terms_on_base(conn: psycopg.Connection, snapshot_id: int, base_id: int, delt
     The same numbers ``sitekb.build_postings`` counts from every chunk, at the cost of the
     chunks that changed. Returns the number of lexemes.
     """
+    listed = {s.segment_id: s for s in manifest(conn, base_id)}
     went = [sql.SQL("""SELECT t.tsv FROM {table} t JOIN _removed r
-                         ON r.segment_id = {seg} AND r.chunk_id = t.chunk_id""").format(
-                table=table(seg), seg=sql.Literal(seg))
+                         ON r.segment_id = {seg} AND r.chunk_id = t.chunk_id WHERE {own}""").format(
+                table=rows_of(listed[seg])[0], own=rows_of(listed[seg])[1], seg=sql.Literal(seg))
             for (seg,) in conn.execute("SELECT DISTINCT segment_id FROM _removed").fetchall()]
-    came = [sql.SQL("SELECT t.tsv FROM {} t").format(table(delta_id))] if delta_id is not None else []
+    came = []
+    if delta_id is not None:
+        [delta] = [s for s in manifest(conn, snapshot_id) if s.segment_id == delta_id]
+        came = [sql.SQL("SELECT t.tsv FROM {} t WHERE {}").format(*rows_of(delta))]
     removed = sql.SQL(" UNION ALL ").join(went) if went else sql.SQL("SELECT NULL::tsvector AS tsv WHERE false")
     added = sql.SQL(" UNION ALL ").join(came) if came else sql.SQL("SELECT NULL::tsvector AS tsv WHERE false")
     terms = sql.Identifier("sitekb_snapshots", f"snap_{snapshot_id}_terms")
@@ -290,19 +341,31 @@ def drop_snapshot(conn: psycopg.Connection, snapshot_id: int) -> None:
 
 
 def drop_unreferenced(conn: psycopg.Connection, *, lock_timeout: str = DROP_LOCK_TIMEOUT) -> list[int]:
-    """Drop every segment no snapshot lists; a segment a session is reading is left for the next call."""
+    """Drop every segment no snapshot lists; a table a session is reading is left for the next call.
+
+    A delta's rows are deleted from its base's table; a base's table goes once no delta
+    stored in it is listed either.
+    """
     dropped = []
     unreferenced = conn.execute(
-        """SELECT g.segment_id FROM sitekb.segments g
+        """SELECT g.segment_id, g.stored_in FROM sitekb.segments g
            WHERE NOT EXISTS (SELECT 1 FROM sitekb.snapshot_segments ss WHERE ss.segment_id = g.segment_id)
-           ORDER BY g.segment_id""").fetchall()
-    for (segment_id,) in unreferenced:
+           ORDER BY g.stored_in IS NULL, g.segment_id""").fetchall()   # deltas first
+    for segment_id, stored_in in unreferenced:
         try:
             with conn.transaction():   # a savepoint: a busy segment is skipped, the rest still go
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout,))
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
-                    sql.Identifier("sitekb_snapshots", f"seg_{segment_id}_postings")))
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table(segment_id)))
+                if stored_in is not None:
+                    for name in (f"seg_{stored_in}", f"seg_{stored_in}_delta_postings"):
+                        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"sitekb_snapshots.{name}",)
+                                        ).fetchone()[0]:
+                            conn.execute(sql.SQL("DELETE FROM {} WHERE segment_id = %s").format(
+                                sql.Identifier("sitekb_snapshots", name)), (segment_id,))
+                else:
+                    if conn.execute("SELECT 1 FROM sitekb.segments WHERE stored_in = %s", (segment_id,)).fetchone():
+                        continue   # a delta stored in it is still listed
+                    for name in (f"seg_{segment_id}_delta_postings", f"seg_{segment_id}_postings", f"seg_{segment_id}"):
+                        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("sitekb_snapshots", name)))
                 conn.execute("DELETE FROM sitekb.segments WHERE segment_id = %s", (segment_id,))
             dropped.append(segment_id)
         except (psycopg.errors.LockNotAvailable, psycopg.errors.ForeignKeyViolation):
@@ -354,13 +417,19 @@ def compact(conn: psycopg.Connection, snapshot_id: int, *, force: bool = False) 
             raise SitekbError(f"snapshot {snapshot_id} changed while compaction started (retention or "
                               "another compaction); run it again")
         site, model, dimensions, _ = snap
+        # Background work: one process, so that searches keep the other cores (an HNSW build
+        # otherwise takes every parallel maintenance worker it may).
+        conn.execute("SELECT set_config('max_parallel_maintenance_workers', '0', true), "
+                     "set_config('max_parallel_workers_per_gather', '0', true)")
         segment_id = conn.execute(
             """INSERT INTO sitekb.segments (site, kind, model, dimensions, run_id, built_for)
                VALUES (%s, 'base', %s, %s, NULL, %s) RETURNING segment_id""",
             (site, model, dimensions, snapshot_id)).fetchone()[0]
         rows = conn.execute(sql.SQL(
-            "CREATE TABLE {} WITH (toast_tuple_target = 8160) AS SELECT * FROM {} ORDER BY url, seq").format(
-            table(segment_id), sql.Identifier("sitekb_snapshots", f"snap_{snapshot_id}"))).rowcount
+            "CREATE TABLE {} WITH (toast_tuple_target = 8160) AS SELECT {}::bigint AS segment_id, * FROM {} "
+            "ORDER BY url, seq").format(
+            table(segment_id), sql.Literal(segment_id), sql.Identifier("sitekb_snapshots", f"snap_{snapshot_id}"))
+        ).rowcount
         conn.execute("UPDATE sitekb.segments SET rows = %s WHERE segment_id = %s", (rows, segment_id))
         index(conn, segment_id, rows, dimensions)
         built = time.monotonic()

@@ -66,10 +66,12 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
     published snapshot, and no segment another snapshot lists, is ever touched.
     """
     started = time.monotonic()
+    steps = _Laps(started)
     with conn.transaction():
         drop(conn, snapshot_id)
         site = conn.execute("SELECT site FROM sitekb.snapshots WHERE snapshot_id = %s", (snapshot_id,)).fetchone()[0]
         staged = segments.stage_run(conn, run_id)
+        steps.lap("stage")
         base_id = segments.base_for(conn, snapshot_id)
         added = removed = 0
         if base_id is not None:
@@ -78,6 +80,7 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
                                      (base_id,)).fetchone()[0]
             if removed > segments.REBASE_SHARE * base_rows or added > max(base_rows, 1):
                 base_id = None   # most of the base replaced: a new base costs little more, and filters nothing
+            steps.lap("compare")
         if base_id is None:
             # Every staged row is read, so hash joins are right; the stages have just written
             # those rows, and without fresh statistics the planner picks per-row nested loops
@@ -93,19 +96,24 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         delta = base_id is not None
         segment_id, loaded = None, 0
         if not delta or added:
+            stored_in = segments.manifest(conn, base_id)[0].segment_id if delta else None
             segment_id, loaded = segments.load(conn, snapshot_id=snapshot_id, site=site, run_id=run_id, model=model,
-                                               dimensions=dimensions, delta=delta)
+                                               dimensions=dimensions, stored_in=stored_in)
         loaded_at = time.monotonic()
+        steps.lap("load")
         if segment_id is not None:
-            segments.index(conn, segment_id, loaded, dimensions)
+            segments.index(conn, segment_id, loaded, dimensions, delta=delta)
+            steps.lap("index")
         if delta:
             segments.list_on_base(conn, snapshot_id, base_id, segment_id)
             lexemes = segments.terms_on_base(conn, snapshot_id, base_id, segment_id)
             conn.execute("SELECT sitekb.snapshot_views(%s)", (snapshot_id,))
+            steps.lap("manifest")
         else:
             segments.list_base(conn, snapshot_id, segment_id)
             # Keyword search ranks by BM25 with this snapshot's statistics.
             lexemes = conn.execute("SELECT sitekb.build_postings(%s)", (snapshot_id,)).fetchone()[0]
+            steps.lap("statistics")
         pages = conn.execute("SELECT count(DISTINCT url) FROM _staged").fetchone()[0]
         listed = segments.manifest(conn, snapshot_id)
         counts = {"chunks": staged, "documents": pages, "segments": len(listed),
@@ -122,9 +130,23 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
             (f"snap_{snapshot_id}", json.dumps(counts), configs, snapshot_id),
         )
     finished = time.monotonic()
-    return {**counts, "postings": lexemes, "base_snapshot": base_id, "delta_rows": loaded if delta else 0,
+    steps.lap("record")
+    return {**counts, "steps": steps.seconds, "postings": lexemes, "base_snapshot": base_id,
+            "delta_rows": loaded if delta else 0,
             "new_tombstones": removed if delta else 0,
             "load_seconds": round(loaded_at - started, 3), "index_seconds": round(finished - loaded_at, 3)}
+
+
+class _Laps:
+    """Seconds per step of a build, for its result (where a refresh's time goes)."""
+
+    def __init__(self, started: float) -> None:
+        self.last, self.seconds = started, {}
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(now - self.last, 3)
+        self.last = now
 
 
 def drop(conn: psycopg.Connection, snapshot_id: int) -> None:

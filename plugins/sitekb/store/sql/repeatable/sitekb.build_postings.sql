@@ -24,9 +24,12 @@ DECLARE
     v_count  bigint;
 BEGIN
     FOR v_seg IN
-        SELECT ss.segment_id FROM sitekb.snapshot_segments ss
+        SELECT ss.segment_id FROM sitekb.snapshot_segments ss JOIN sitekb.segments g USING (segment_id)
         WHERE ss.snapshot_id = p_snapshot_id
-          AND to_regclass(format('%I.%I', 'sitekb_snapshots', 'seg_' || ss.segment_id || '_postings')) IS NULL
+          AND to_regclass(format('%I.%I', 'sitekb_snapshots',
+                                 CASE WHEN g.stored_in IS NULL THEN 'seg_' || g.segment_id || '_postings'
+                                 ELSE 'seg_' || g.stored_in || '_delta_postings' END)) IS NULL
+        ORDER BY g.stored_in NULLS FIRST, g.segment_id   -- a base makes the table its deltas append to
     LOOP
         PERFORM sitekb.build_segment_postings(v_seg);
     END LOOP;

@@ -4,7 +4,8 @@
 -- retention drops them, so this only repairs: a view or the statistics dropped by hand,
 -- or a snapshot built by a sitekb older than segments, whose table
 -- sitekb_snapshots.snap_<id> becomes the base segment of its own manifest (renamed, not
--- copied: its indexes stay) and gets its segment's postings. sitekb/store/schema.py
+-- copied: its indexes stay; a segment_id column is added, without a rewrite) and gets its
+-- segment's postings. sitekb/store/schema.py
 -- calls it on every migrate; it returns the ids it repaired.
 CREATE OR REPLACE FUNCTION sitekb.ensure_search_views()
 RETURNS SETOF bigint
@@ -13,6 +14,7 @@ AS $fn$
 DECLARE
     v_snap  record;
     v_seg   bigint;
+    v_pk    name;
     v_built boolean := false;
 BEGIN
     FOR v_snap IN
@@ -22,8 +24,10 @@ BEGIN
                to_regclass(format('%I.%I', 'sitekb_snap_' || s.snapshot_id, 'chunks')) IS NULL AS no_view,
                to_regclass(format('%I.%I', 'sitekb_snapshots', 'snap_' || s.snapshot_id || '_terms')) IS NULL AS no_terms,
                to_regclass(format('%I.%I', 'sitekb_snap_' || s.snapshot_id, 'postings')) IS NULL AS no_postings,
-               EXISTS (SELECT 1 FROM sitekb.snapshot_segments ss WHERE ss.snapshot_id = s.snapshot_id
-                         AND to_regclass(format('%I.%I', 'sitekb_snapshots', 'seg_' || ss.segment_id || '_postings'))
+               EXISTS (SELECT 1 FROM sitekb.snapshot_segments ss JOIN sitekb.segments g USING (segment_id)
+                       WHERE ss.snapshot_id = s.snapshot_id
+                         AND to_regclass(format('%I.%I', 'sitekb_snapshots', CASE WHEN g.stored_in IS NULL THEN 'seg_' || g.segment_id || '_postings'
+                                 ELSE 'seg_' || g.stored_in || '_delta_postings' END))
                              IS NULL) AS no_segment_postings
         FROM sitekb.snapshots s
         LEFT JOIN pg_class c ON c.oid = to_regclass(format('%I.%I', 'sitekb_snapshots', 'snap_' || s.snapshot_id))
@@ -38,6 +42,14 @@ BEGIN
             EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', 'sitekb_snap_' || v_snap.snapshot_id);
             EXECUTE format('DROP TABLE IF EXISTS sitekb_snapshots.%I CASCADE', 'snap_' || v_snap.snapshot_id || '_postings');
             EXECUTE format('ALTER TABLE sitekb_snapshots.%I RENAME TO %I', 'snap_' || v_snap.snapshot_id, 'seg_' || v_seg);
+            -- A base's table tags its rows with their segment (its deltas are appended to it).
+            EXECUTE format('ALTER TABLE sitekb_snapshots.%I ADD COLUMN segment_id bigint NOT NULL DEFAULT %s',
+                           'seg_' || v_seg, v_seg);
+            FOR v_pk IN SELECT conname FROM pg_constraint
+                        WHERE conrelid = format('sitekb_snapshots.%I', 'seg_' || v_seg)::regclass AND contype = 'p' LOOP
+                EXECUTE format('ALTER TABLE sitekb_snapshots.%I DROP CONSTRAINT %I', 'seg_' || v_seg, v_pk);
+            END LOOP;
+            EXECUTE format('ALTER TABLE sitekb_snapshots.%I ADD PRIMARY KEY (chunk_id, segment_id)', 'seg_' || v_seg);
             EXECUTE format('UPDATE sitekb.segments SET rows = (SELECT count(*) FROM sitekb_snapshots.%I) '
                            'WHERE segment_id = %s', 'seg_' || v_seg, v_seg);
             INSERT INTO sitekb.snapshot_segments (snapshot_id, segment_id, position) VALUES (v_snap.snapshot_id, v_seg, 0);

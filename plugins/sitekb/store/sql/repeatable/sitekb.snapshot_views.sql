@@ -5,13 +5,12 @@
 -- with the snapshot's statistics, sitekb.build_postings); in schema sitekb_snap_<id> the
 -- views "chunks" and "postings" over them that sitekb_api.search reads.
 --
--- The segments are one UNION ALL, each row tagged with its segment's id, and the
--- tombstones one CASE on that id: PostgreSQL pushes the CASE into each segment, folds it
--- to that segment's own list (a hashed "<> ALL" of constants) and keeps every segment a
--- plain index scan, so an ORDER BY distance LIMIT k over the view is a Merge Append of
--- each segment's HNSW scan and a keyword lookup reads each segment's (lexeme, impact)
--- index. A filter inside each branch would stop PostgreSQL from flattening the union
--- and cost a sequential scan per segment.
+-- A base table holds the base's rows and those of every delta built on it, each tagged with
+-- its segment_id; which segments are the snapshot's and its tombstones are one filter on
+-- that id, evaluated on the rows an index scan returns (hashed "= ANY" and "<> ALL" of
+-- constants), so an ORDER BY distance LIMIT k over the view is one HNSW scan, however many
+-- deltas the snapshot holds, and a keyword lookup merges two (lexeme, impact) index scans,
+-- the base's postings and its deltas'.
 --
 -- Called by the build and by compaction (which replaces the manifest and then the views:
 -- the columns stay, so CREATE OR REPLACE swaps them under running sessions, whose plans
@@ -32,6 +31,9 @@ DECLARE
     v_schema   text := 'sitekb_snap_' || p_snapshot_id;
     v_view     text := 'snap_' || p_snapshot_id;
     v_held     text;
+    v_listed   bigint[] := '{}';
+    v_stores   bigint[] := '{}';
+    v_deltas   bigint[] := '{}';
 BEGIN
     -- A search locks the views as it plans, outermost first (sitekb_snap_<id>.chunks, then
     -- the snap_<id> it reads); replacing them takes the same order, or the two deadlock.
@@ -43,18 +45,30 @@ BEGIN
         EXECUTE 'LOCK TABLE ' || v_held || ' IN ACCESS EXCLUSIVE MODE';
     END IF;
     FOR v_seg IN
-        SELECT ss.segment_id,
+        SELECT ss.segment_id, coalesce(g.stored_in, g.segment_id) AS stored_in,
                (SELECT array_agg(t.chunk_id ORDER BY t.chunk_id) FROM sitekb.tombstones t
                 WHERE t.snapshot_id = ss.snapshot_id AND t.segment_id = ss.segment_id) AS gone
-        FROM sitekb.snapshot_segments ss WHERE ss.snapshot_id = p_snapshot_id
+        FROM sitekb.snapshot_segments ss JOIN sitekb.segments g ON g.segment_id = ss.segment_id
+        WHERE ss.snapshot_id = p_snapshot_id
         ORDER BY ss.position, ss.segment_id
     LOOP
-        v_rows := v_rows || CASE WHEN v_rows = '' THEN '' ELSE ' UNION ALL ' END
-                  || format('SELECT %s::bigint AS segment_id, %s FROM sitekb_snapshots.%I',
-                            v_seg.segment_id, v_cols, 'seg_' || v_seg.segment_id);
-        v_postings := v_postings || CASE WHEN v_postings = '' THEN '' ELSE ' UNION ALL ' END
-                      || format('SELECT %s::bigint AS segment_id, lexeme, chunk_id, tf, dl, impact '
-                                'FROM sitekb_snapshots.%I', v_seg.segment_id, 'seg_' || v_seg.segment_id || '_postings');
+        v_listed := v_listed || v_seg.segment_id;
+        IF NOT v_seg.stored_in = ANY(v_stores) THEN
+            -- One branch per base table: it holds the base's rows and every delta built on it.
+            v_stores := v_stores || v_seg.stored_in;
+            v_rows := v_rows || CASE WHEN v_rows = '' THEN '' ELSE ' UNION ALL ' END
+                      || format('SELECT segment_id, %s FROM sitekb_snapshots.%I', v_cols, 'seg_' || v_seg.stored_in);
+            v_postings := v_postings || CASE WHEN v_postings = '' THEN '' ELSE ' UNION ALL ' END
+                          || format('SELECT segment_id, lexeme, chunk_id, tf, dl, impact FROM sitekb_snapshots.%I',
+                                    'seg_' || v_seg.stored_in || '_postings');
+        END IF;
+        IF v_seg.segment_id <> v_seg.stored_in AND NOT v_seg.stored_in = ANY(v_deltas) THEN
+            -- The deltas' postings have a table of their own (sitekb.build_segment_postings).
+            v_deltas := v_deltas || v_seg.stored_in;
+            v_postings := v_postings || ' UNION ALL '
+                          || format('SELECT segment_id, lexeme, chunk_id, tf, dl, impact FROM sitekb_snapshots.%I',
+                                    'seg_' || v_seg.stored_in || '_delta_postings');
+        END IF;
         IF v_seg.gone IS NOT NULL THEN
             v_case := v_case || format(' WHEN %s THEN u.chunk_id <> ALL (%L::text[])', v_seg.segment_id, v_seg.gone);
         END IF;
@@ -63,8 +77,11 @@ BEGIN
         RAISE EXCEPTION 'snapshot % lists no segments', p_snapshot_id
             USING HINT = 'build it again (sitekb run or sitekb rebuild)';
     END IF;
+    -- The snapshot's segments of the table (rows of deltas built later for newer snapshots are
+    -- appended to it too), less its tombstones.
+    v_filter := format(' WHERE u.segment_id = ANY (%L::bigint[])', v_listed);
     IF v_case <> '' THEN
-        v_filter := ' WHERE CASE u.segment_id' || v_case || ' ELSE true END';
+        v_filter := v_filter || ' AND CASE u.segment_id' || v_case || ' ELSE true END';
     END IF;
     EXECUTE format('CREATE OR REPLACE VIEW sitekb_snapshots.%I AS SELECT %s FROM (%s) u%s',
                    v_view, 'u.' || replace(v_cols, ', ', ', u.'), v_rows, v_filter);

@@ -12,7 +12,7 @@
 -- postings; a snapshot whose statistics are missing ranks by cover density (ts_rank_cd)
 -- until `sitekb db migrate` builds them. A snapshot's rows may sit in several segments
 -- (sitekb.snapshot_views): the views "chunks" and "postings" hide that, and a top-k over
--- them is each segment's index scan, merged. The question is parsed with the text-search configuration
+-- them is one index scan of the base's table, filtered to the snapshot's segments. The question is parsed with the text-search configuration
 -- of query_language (or of the language filter) when the snapshot has pages in it,
 -- else with each configuration the snapshot's chunks use (sitekb.text_config: an
 -- English and a Spanish page each stem their own way; sitekb/query.py detects the
@@ -180,10 +180,15 @@ BEGIN
                              THEN v_configs[1] END;
         END IF;
         IF v_unfiltered AND v_mode <> 'keyword'
-           AND EXISTS (SELECT 1 FROM sitekb.tombstones g WHERE g.snapshot_id = v_id) THEN
-            -- Tombstoned rows of a segment are filtered out of its HNSW scan: an iterative scan
-            -- keeps the scan from coming back short, in order, so the Merge Append of the
-            -- segments' scans stays in order too (the fast statement below does not sort again).
+           AND (EXISTS (SELECT 1 FROM sitekb.tombstones g WHERE g.snapshot_id = v_id)
+                OR EXISTS (SELECT 1 FROM sitekb.snapshot_segments ss JOIN sitekb.segments d ON d.stored_in = ss.segment_id
+                           WHERE ss.snapshot_id = v_id AND NOT EXISTS (
+                               SELECT 1 FROM sitekb.snapshot_segments x
+                               WHERE x.snapshot_id = v_id AND x.segment_id = d.segment_id))) THEN
+            -- The HNSW scan of the snapshot's base table skips rows the snapshot does not hold (its
+            -- tombstones, the deltas of newer snapshots appended to the table): an iterative scan
+            -- keeps it from coming back short, and in order (the fast statement below does not
+            -- sort again).
             PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
         END IF;
         PERFORM set_config('search_path',
@@ -235,7 +240,7 @@ BEGIN
                          SELECT p.chunk_id, sum(p.weight)::float8 AS relevance
                          FROM unnest(v_terms) q(lexeme)
                          CROSS JOIN LATERAL (SELECT x.chunk_id, x.weight FROM postings x WHERE x.lexeme = q.lexeme
-                                             ORDER BY x.impact DESC LIMIT 2000) p
+                                             ORDER BY x.impact DESC, x.chunk_id LIMIT 2000) p
                          WHERE v_mode <> 'vector' AND v_bm25
                          GROUP BY p.chunk_id
                          ORDER BY relevance DESC, p.chunk_id LIMIT CASE WHEN v_unfiltered THEN v_depth END),
