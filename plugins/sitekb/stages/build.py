@@ -1,13 +1,14 @@
-"""The build stage: a new immutable snapshot of the run's chunks, loaded with binary COPY, indexed after.
+"""The build stage: a new immutable snapshot of the run's chunks, loaded in one statement, indexed after.
 
 The snapshot records what the run chose and did: its embedder (provider,
 model, dimensions, tokenizer, server, key variable, as the run recorded them
 when it started), the site config hash and the extractor and chunker versions.
-The table is created and filled in one statement, then gets its HNSW and GIN
-indexes (:mod:`sitekb.store.snapshot_tables`). Then its coverage is computed from
-the table and stored with it (:mod:`sitekb.coverage`: chunks per section,
-tag, language and topic; a section above the site's limit is a warning,
-never a rejection). A retry rebuilds an unpublished
+Only the chunks that changed since the site's newest snapshot are loaded, as a
+delta segment; a first build writes a base segment, filled in one statement and
+then indexed (:mod:`sitekb.store.snapshot_tables`, :mod:`sitekb.store.segments`).
+Then its coverage is computed from the snapshot's rows and stored with it
+(:mod:`sitekb.coverage`: chunks per section, tag, language and topic; a section
+above the site's limit is a warning, never a rejection). A retry rebuilds an unpublished
 snapshot; a published (or retired) one is never touched: the stage says so and
 does nothing (a task cleared in Airflow after the run published).
 
@@ -38,11 +39,16 @@ def run(ctx: RunContext) -> StageResult:
             base_url=choice.base_url, api_key_env=choice.api_key_env,
         )
     counts = snapshot_tables.build(ctx.conn, snapshot_id, ctx.run_id, choice.model, choice.dimensions)
+    made = "a new base segment"
+    if counts["base_snapshot"] is not None:
+        listed = f"{counts['segments']} segment" + ("s" if counts["segments"] != 1 else "")
+        made = (f"a delta of {counts['delta_rows']} chunks and {counts['new_tombstones']} tombstoned on snapshot "
+                f"{counts['base_snapshot']} ({listed})")
     covered = coverage.refresh(ctx.conn, snapshots.get(ctx.conn, snapshot_id), ctx.site.coverage.max_section_share)
     return StageResult(
         counts={"snapshot_id": snapshot_id, **counts, "coverage_warnings": len(covered["warnings"])},
         details={"coverage_warnings": covered["warnings"]},
-        summary=(f"snapshot {snapshot_id}: {counts['chunks']} chunks of {counts['documents']} pages, loaded in "
-                 f"{counts['load_seconds']:.2f}s, indexed in {counts['index_seconds']:.2f}s; coverage "
+        summary=(f"snapshot {snapshot_id}: {counts['chunks']} chunks of {counts['documents']} pages as {made}, "
+                 f"loaded in {counts['load_seconds']:.2f}s, indexed in {counts['index_seconds']:.2f}s; coverage "
                  f"{coverage.headline(covered)}" + "".join(f"; WARNING {w}" for w in covered["warnings"])),
     )

@@ -186,8 +186,8 @@ def load(conn: psycopg.Connection, *, snapshot_id: int, site: str, run_id: str, 
         target = sql.SQL("INSERT INTO {} (segment_id, {}) SELECT {}::bigint, ").format(
             table(stored_in), sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.Literal(segment_id))
     else:
-        target = sql.SQL("CREATE TABLE {} WITH (toast_tuple_target = 8160) AS SELECT {}::bigint AS segment_id, ").format(
-            table(segment_id), sql.Literal(segment_id))
+        target = sql.SQL("CREATE TABLE {} WITH (toast_tuple_target = 8160) AS SELECT {}::bigint AS segment_id, "
+                         ).format(table(segment_id), sql.Literal(segment_id))
     # A row (vector + full-text vector + text) is usually over the 2 kB at which Postgres moves
     # values out of line: TOAST would write each row's vector and full-text vector to a second
     # table and index, which halves the load speed and makes the HNSW build and keyword ranking
@@ -315,7 +315,8 @@ def terms_on_base(conn: psycopg.Connection, snapshot_id: int, base_id: int, delt
     conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (lexeme)").format(terms))
     conn.execute(sql.SQL(
         """UPDATE sitekb.snapshots s
-           SET corpus_chunks = b.corpus_chunks - (SELECT count(*) FROM ({removed}) r) + (SELECT count(*) FROM ({added}) a),
+           SET corpus_chunks = b.corpus_chunks - (SELECT count(*) FROM ({removed}) r)
+                               + (SELECT count(*) FROM ({added}) a),
                corpus_length = b.corpus_length
                                - coalesce((SELECT sum(x.tf) FROM ({removed}) r, sitekb.bm25_terms(r.tsv) x), 0)
                                + coalesce((SELECT sum(x.tf) FROM ({added}) a, sitekb.bm25_terms(a.tsv) x), 0)
@@ -365,7 +366,8 @@ def drop_unreferenced(conn: psycopg.Connection, *, lock_timeout: str = DROP_LOCK
                     if conn.execute("SELECT 1 FROM sitekb.segments WHERE stored_in = %s", (segment_id,)).fetchone():
                         continue   # a delta stored in it is still listed
                     for name in (f"seg_{segment_id}_delta_postings", f"seg_{segment_id}_postings", f"seg_{segment_id}"):
-                        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("sitekb_snapshots", name)))
+                        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+                            sql.Identifier("sitekb_snapshots", name)))
                 conn.execute("DELETE FROM sitekb.segments WHERE segment_id = %s", (segment_id,))
             dropped.append(segment_id)
         except (psycopg.errors.LockNotAvailable, psycopg.errors.ForeignKeyViolation):
@@ -437,7 +439,8 @@ def compact(conn: psycopg.Connection, snapshot_id: int, *, force: bool = False) 
         conn.execute("DELETE FROM sitekb.snapshot_segments WHERE snapshot_id = %s", (snapshot_id,))
         list_base(conn, snapshot_id, segment_id)
         conn.execute("SELECT sitekb.snapshot_views(%s)", (snapshot_id,))
-        conn.execute("""UPDATE sitekb.snapshots SET counts = counts || jsonb_build_object('segments', 1, 'tombstones', 0)
+        conn.execute("""UPDATE sitekb.snapshots
+                        SET counts = counts || jsonb_build_object('segments', 1, 'tombstones', 0)
                         WHERE snapshot_id = %s""", (snapshot_id,))
     swapped = time.monotonic()
     dropped = drop_unreferenced(conn)
