@@ -115,8 +115,9 @@ def approved_run(airflow, demo_site, receiver):
     # Answer as a person would, not within the second the task paused: an answer that lands while
     # Airflow is still parking the task (its process just exited) makes the resumed task collide
     # with that transition ("Server indicated the task shouldn't be running anymore"; seen in 1 of
-    # about 8 runs). Airflow's race, not sitekb's: the approval task then fails and says so.
-    time.sleep(5)
+    # about 8 runs; a loaded machine needs longer: 6 s was not enough beside three other Airflow
+    # runs). Airflow's race, not sitekb's: the approval task then fails and says so.
+    time.sleep(10)
     airflow.rest("PATCH", f"/api/v2/dags/sitekb_demo/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
                  json={"chosen_options": ["Approve"], "params_input": {"reason": "diff checked with marketing"}})
     run = airflow.wait_for_run("sitekb_demo", run_id, timeout=900)
