@@ -50,8 +50,10 @@ def run(ctx: RunContext) -> StageResult:
     failed = ", ".join(f"{k}={v}" for k, v in details["failed_checks"].items()) or "none"
     summary = (f"{out['accepted']} of {out['documents']} documents accepted, {out['quarantined']} quarantined "
                f"(failed checks: {failed}), {out['approved']} let through by an approval, "
-               f"{out['flagged']} flagged and kept; {out['validated_before']} unchanged since an earlier run kept "
-               f"their measures, {out['judged']} judged by {out['engine']}")
+               f"{out['flagged']} flagged and kept; "
+               + (f"{out['validated_before']} unchanged since an earlier run kept their verdicts, "
+                  if out["validated_before"] else "")
+               + (f"{out['judged']} judged by {out['engine']}" if out["judged"] else "none needed judging again"))
     details["languages"] = documents.languages(ctx.conn, ctx.run_id)
     warning = model_language_warning(ctx.choice.provider, ctx.choice.model, details["languages"])
     if warning:
