@@ -382,7 +382,7 @@ def compaction_due(segments: list[Segment]) -> str | None:
     if len(segments) < 2 and not any(s.tombstones for s in segments):
         return None
     base = segments[0].rows if segments else 0
-    deltas = [s for s in segments[1:]]
+    deltas = segments[1:]
     churn = sum(s.rows for s in deltas) + sum(s.tombstones for s in segments)
     if len(deltas) >= COMPACT_DELTAS:
         return f"{len(deltas)} delta segments (compaction at {COMPACT_DELTAS})"

@@ -43,11 +43,6 @@ def qualified(table_name: str) -> sql.Composed:
     return sql.Identifier("sitekb_snapshots", table_name)
 
 
-def search_schema(snapshot_id: int) -> sql.Identifier:
-    """The schema whose view ``chunks`` sitekb_api.search reads."""
-    return sql.Identifier(f"sitekb_snap_{snapshot_id}")
-
-
 def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, dimensions: int) -> dict:
     """Build the snapshot of a run's chunks: a delta segment on the site's newest snapshot, or a new base.
 
