@@ -305,10 +305,10 @@ def terms_on_base(conn: psycopg.Connection, snapshot_id: int, base_id: int, delt
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(terms))
     lexemes = conn.execute(sql.SQL(
         """CREATE TABLE {terms} AS
-           SELECT lexeme, sum(df)::integer AS df FROM (
-               SELECT lexeme, df FROM {base}
-               UNION ALL SELECT b.lexeme, -1 FROM ({removed}) r CROSS JOIN LATERAL sitekb.bm25_terms(r.tsv) b
-               UNION ALL SELECT b.lexeme, 1 FROM ({added}) a CROSS JOIN LATERAL sitekb.bm25_terms(a.tsv) b) x
+           SELECT lexeme, sum(df)::integer AS df, sum(tf)::float8 AS tf FROM (
+               SELECT lexeme, df, tf FROM {base}
+               UNION ALL SELECT b.lexeme, -1, -b.tf FROM ({removed}) r CROSS JOIN LATERAL sitekb.bm25_terms(r.tsv) b
+               UNION ALL SELECT b.lexeme, 1, b.tf FROM ({added}) a CROSS JOIN LATERAL sitekb.bm25_terms(a.tsv) b) x
            GROUP BY lexeme HAVING sum(df) > 0""").format(
         terms=terms, base=sql.Identifier("sitekb_snapshots", f"snap_{base_id}_terms"), removed=removed,
         added=added)).rowcount

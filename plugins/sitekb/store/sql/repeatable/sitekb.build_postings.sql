@@ -1,5 +1,5 @@
 -- The BM25 statistics of a snapshot, counted from all its chunks: each lexeme's document
--- frequency in table sitekb_snapshots.snap_<id>_terms (lexeme, df) and the number of
+-- frequency and total frequency in table sitekb_snapshots.snap_<id>_terms (lexeme, df, tf) and the number of
 -- chunks and the sum of their lengths in sitekb.snapshots (corpus_chunks, corpus_length).
 -- With them sitekb.snapshot_views weights the postings of the snapshot's segments
 -- (sitekb.build_segment_postings, built here for a segment that lacks them) into the
@@ -38,17 +38,16 @@ BEGIN
     EXECUTE format('DROP TABLE IF EXISTS sitekb_snapshots.%I CASCADE', v_terms);
     EXECUTE format(
         $q$CREATE TABLE sitekb_snapshots.%1$I AS
-           SELECT b.lexeme, count(*)::integer AS df
+           SELECT b.lexeme, count(*)::integer AS df, sum(b.tf)::float8 AS tf
            FROM sitekb_snapshots.%2$I t CROSS JOIN LATERAL sitekb.bm25_terms(t.tsv) b
            GROUP BY b.lexeme$q$, v_terms, 'snap_' || p_snapshot_id);
     GET DIAGNOSTICS v_count = ROW_COUNT;
     EXECUTE format('ALTER TABLE sitekb_snapshots.%I ADD PRIMARY KEY (lexeme)', v_terms);
+    -- The chunks' total length is the sum of every lexeme's frequencies: no second pass over the chunks.
     EXECUTE format(
-        $q$UPDATE sitekb.snapshots s SET corpus_chunks = c.n, corpus_length = c.total
-           FROM (SELECT count(*) AS n, coalesce(sum(l.dl), 0)::float8 AS total
-                 FROM (SELECT (SELECT sum(b.tf) FROM sitekb.bm25_terms(t.tsv) b) AS dl
-                       FROM sitekb_snapshots.%I t) l) c
-           WHERE s.snapshot_id = %s$q$, 'snap_' || p_snapshot_id, p_snapshot_id);
+        $q$UPDATE sitekb.snapshots s SET corpus_chunks = (SELECT count(*) FROM sitekb_snapshots.%1$I),
+                                         corpus_length = (SELECT coalesce(sum(tf), 0) FROM sitekb_snapshots.%2$I)
+           WHERE s.snapshot_id = %3$s$q$, 'snap_' || p_snapshot_id, v_terms, p_snapshot_id);
     PERFORM sitekb.snapshot_views(p_snapshot_id);
     RETURN v_count;
 END
