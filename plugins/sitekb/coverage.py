@@ -177,8 +177,10 @@ def label_terms(clusters: Sequence[Sequence[set[str]]], top: int = LABEL_TERMS,
         ranked = sorted(((-(n / size) * math.log(1 + average / overall[w]) * (1 + 0.5 * min(1, titled[i][w] / n)), w)
                          for w, n in counts.items() if n >= floor))
         candidates: list[str] = []
+        stems: set[str] = set()   # a word whose stem an earlier candidate has is its plural or singular
         for _, word in ranked:
-            if not any(word.rstrip("s") == other.rstrip("s") for other in candidates):
+            if word.rstrip("s") not in stems:
+                stems.add(word.rstrip("s"))
                 candidates.append(word)
         chosen = candidates[:top]
         spare = iter(candidates[top:])

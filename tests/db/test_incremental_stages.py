@@ -1,4 +1,5 @@
-"""A refresh extracts and chunks only the pages that changed: unchanged pages keep their documents and chunks.
+"""A refresh extracts, validates and chunks only the pages that changed: unchanged pages keep their documents,
+verdicts and chunks.
 
 A copy of the demo site on 127.0.0.1, embedded by the fake OpenAI server: one
 refresh, one page edited, a second refresh (one page extracted and chunked, the
@@ -118,6 +119,8 @@ def test_a_refresh_chunks_the_changed_page_and_keeps_the_chunks_of_the_others(db
     assert before["reused_documents"] == 0 and before["reused_from"] is None
     assert after["reused_from"] == first and after["reused_documents"] == after["documents"] - 1
     assert after["chunk_inputs"] == before["chunk_inputs"]
+    # The chunk suite judges the documents cut again; those that kept their chunks passed it before.
+    assert before["chunk_suite_judged"] == before["documents"] and after["chunk_suite_judged"] == 1
     # The refresh's snapshot holds the first one's chunks, but for the edited page's.
     edited = refreshes["base"] + "/" + EDITED
 
@@ -137,6 +140,7 @@ def test_changed_chunking_cuts_every_document_again(db, refreshes):
     again = _stage(conn, third, "chunk")
     assert again["chunk_inputs"] != _stage(conn, second, "chunk")["chunk_inputs"]
     assert again["reused_documents"] == 0 and again["reused_from"] is None
+    assert again["chunk_suite_judged"] == again["documents"]
 
 
 def _verdicts(conn, run_id: str) -> dict[str, tuple]:

@@ -213,16 +213,23 @@ def blocked_message(site: SiteConfig, run_id: str, blocked: Mapping[str, list[st
             "then run again.")
 
 
-def check_chunks(conn: psycopg.Connection, run_id: str, max_tokens: int, docs_dir: Path | None = None) -> dict:
-    """Quarantine accepted documents with no chunk or a chunk over ``max_tokens``; drop their chunks."""
-    rows = chunks.per_document(conn, run_id)
+def check_chunks(conn: psycopg.Connection, run_id: str, max_tokens: int, docs_dir: Path | None = None, *,
+                 passed_before: Collection[str] = ()) -> dict:
+    """Quarantine accepted documents with no chunk or a chunk over ``max_tokens``; drop their chunks.
+
+    ``passed_before``: documents whose chunks were copied from a run that cut them with the
+    same inputs (the same limit), where they passed: not judged again (a refresh with 1% of
+    the pages changed judges 1% of them, and Data Docs show those).
+    """
+    skip = set(passed_before)
+    rows = [row for row in chunks.per_document(conn, run_id) if row["url"] not in skip]
     outcome = validate_rows(suites.CHUNKS, suites.chunk_checks(max_tokens), rows,
                             data_docs_dir=docs_dir, run_name=run_id)
     if outcome.failures:
         documents.quarantine_after_chunking(
             conn, run_id, {url: [f.as_dict() for f in failed] for url, failed in outcome.failures.items()})
     return {"quarantined_after_chunking": {url: [f.check for f in fs] for url, fs in outcome.failures.items()},
-            "chunk_suite_engine": outcome.engine}
+            "chunk_suite_engine": outcome.engine, "chunk_suite_judged": len(rows)}
 
 
 def judge_messaging(conn: psycopg.Connection, site: SiteConfig, snap) -> tuple[list[Failure], list[dict]]:

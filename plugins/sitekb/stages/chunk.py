@@ -54,8 +54,9 @@ def run(ctx: RunContext) -> StageResult:
                        text_hash(chunk.embed_text), chunk.token_count)
 
     chunks.replace_run(ctx.conn, ctx.run_id, ctx.site.name, rows(), copy_from=(source, reused) if source else None)
+    # The documents that kept an earlier run's chunks passed this suite there, with the same limit.
     checked = gate.check_chunks(ctx.conn, ctx.run_id, config.max_tokens,
-                                gate.data_docs_dir(ctx.site, ctx.run_id, ctx.home))
+                                gate.data_docs_dir(ctx.site, ctx.run_id, ctx.home), passed_before=reused)
     count, tokens = chunks.totals(ctx.conn, ctx.run_id)
     indexed = fulltext.index_run(ctx.conn, ctx.run_id)
     late = checked.pop("quarantined_after_chunking")
@@ -66,8 +67,8 @@ def run(ctx: RunContext) -> StageResult:
                 **checked, **indexed},
         details={"quarantined_after_chunking": late},
         summary=(f"{count} chunks, {tokens} tokens ({tokenizer.name}, at most {config.max_tokens} a chunk) from "
-                 f"{len(docs)} documents ({len(reused)} unchanged, their chunks reused); {len(late)} quarantined "
-                 f"by the chunk suite; full-text vectors "
+                 f"{len(docs)} documents ({len(reused)} unchanged, their chunks reused); the chunk suite judged "
+                 f"{checked['chunk_suite_judged']} and quarantined {len(late)}; full-text vectors "
                  f"{indexed['fulltext_computed']} computed, {indexed['fulltext_reused']} reused"),
     )
 

@@ -18,7 +18,11 @@
 -- 2,000 one table of the same rows would read, and rankings do not depend on how a
 -- snapshot's rows are split. A lexeme keeps its 5,000 most important postings per
 -- segment. Returns the number of postings.
-CREATE OR REPLACE FUNCTION sitekb.build_segment_postings(p_segment_id bigint)
+--
+-- p_chunk_ids, when given, are the delta's chunks: its rows are then read by primary key
+-- rather than by a scan of its base's whole table for its segment_id.
+DROP FUNCTION IF EXISTS sitekb.build_segment_postings(bigint);
+CREATE OR REPLACE FUNCTION sitekb.build_segment_postings(p_segment_id bigint, p_chunk_ids text[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 AS $fn$
@@ -27,6 +31,7 @@ DECLARE
     v_rows     text;
     v_postings text;
     v_count    bigint;
+    v_where    text;
     v_query    text := $q$
            WITH terms AS MATERIALIZED (
                     SELECT t.chunk_id, b.lexeme, b.tf AS tf
@@ -57,6 +62,10 @@ BEGIN
         -- A delta's postings go to a table of their own, small next to the base's: appending them
         -- to the base's (lexeme, impact) index touched pages all over it (seconds at 100,000 chunks).
         v_postings := v_rows || '_delta_postings';
+        v_where := format('WHERE t.segment_id = %s', p_segment_id);
+        IF p_chunk_ids IS NOT NULL THEN
+            v_where := v_where || ' AND t.chunk_id = ANY ($1)';
+        END IF;
         EXECUTE format($q$CREATE TABLE IF NOT EXISTS sitekb_snapshots.%I (segment_id bigint NOT NULL,
                               lexeme text NOT NULL, chunk_id text NOT NULL, tf real NOT NULL, dl real NOT NULL,
                               impact real NOT NULL)$q$, v_postings);
@@ -64,8 +73,8 @@ BEGIN
                        'INCLUDE (segment_id, tf, dl)', v_postings || '_lexeme', v_postings);
         EXECUTE format('DELETE FROM sitekb_snapshots.%I WHERE segment_id = %s', v_postings, p_segment_id);
         EXECUTE format('INSERT INTO sitekb_snapshots.%I (segment_id, lexeme, chunk_id, tf, dl, impact) ' ||
-                       format(v_query, v_rows, format('WHERE t.segment_id = %s', p_segment_id),
-                              p_segment_id || '::bigint,'), v_postings);
+                       format(v_query, v_rows, v_where, p_segment_id || '::bigint,'), v_postings)
+            USING p_chunk_ids;
         GET DIAGNOSTICS v_count = ROW_COUNT;
         EXECUTE format('ANALYZE sitekb_snapshots.%I', v_postings);
     END IF;
