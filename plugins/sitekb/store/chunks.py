@@ -68,11 +68,15 @@ def per_document(conn: psycopg.Connection, run_id: str) -> list[dict]:
     """For every accepted document of the run: its chunk count and largest chunk in tokens."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            """SELECT d.url, count(c.chunk_id) AS chunks, max(c.token_count) AS max_chunk_tokens
+            # The chunks are counted per page first, then joined: the stage has just written
+            # them, so they have no statistics, and a join of every document to the run's chunks
+            # was planned as a scan of those chunks per document (4.5 s for 450 pages).
+            """SELECT d.url, coalesce(c.chunks, 0) AS chunks, c.max_chunk_tokens
                FROM sitekb.documents d
-               LEFT JOIN sitekb.chunks c ON c.run_id = d.run_id AND c.url = d.url
-               WHERE d.run_id = %s AND d.status = 'accepted' GROUP BY d.url ORDER BY d.url""",
-            (run_id,),
+               LEFT JOIN (SELECT url, count(*) AS chunks, max(token_count) AS max_chunk_tokens
+                          FROM sitekb.chunks WHERE run_id = %(run)s GROUP BY url) c ON c.url = d.url
+               WHERE d.run_id = %(run)s AND d.status = 'accepted' ORDER BY d.url""",
+            {"run": run_id},
         ).fetchall()
 
 
