@@ -212,11 +212,13 @@ def test_a_crawl_that_loses_most_pages_is_blocked_and_the_live_snapshot_stays(co
     assert rejected.quality["batch"]["measures"]["live_pages"] == 21
     assert conn.execute("SELECT status FROM sitekb.runs WHERE run_id = 'gutted'").fetchone()[0] == "blocked"
     index = Path(rejected.quality["data_docs"]).read_text()
-    # The 3 pages left were validated by the first run as they are: the document suite judged none of them
-    # (their verdicts stand, in the first run's Data Docs); the chunk and batch suites ran.
-    assert "sitekb.batch" in index and "sitekb.chunks" in index and "sitekb.documents" not in index
+    # The 3 pages left were validated and chunked by the first run as they are: the document and chunk
+    # suites judged none of them (their verdicts stand, in the first run's Data Docs); the batch suite ran.
+    assert "sitekb.batch" in index and "sitekb.chunks" not in index and "sitekb.documents" not in index
     validated = conn.execute("SELECT stages -> 'validate' FROM sitekb.runs WHERE run_id = 'gutted'").fetchone()[0]
     assert (validated["validated_before"], validated["judged"]) == (3, 0)
+    chunked = conn.execute("SELECT stages -> 'chunk' FROM sitekb.runs WHERE run_id = 'gutted'").fetchone()[0]
+    assert (chunked["reused_documents"], chunked["chunk_suite_judged"]) == (3, 0)
     assert str(data_docs_home / "data_docs" / "gate" / "gutted") in rejected.quality["data_docs"]
 
 
