@@ -188,12 +188,10 @@ def load(conn: psycopg.Connection, *, snapshot_id: int, site: str, run_id: str, 
         # once per added chunk (seconds for 1,000 of 100,000 chunks).
         only = sql.SQL("""AND c.chunk_id = ANY (ARRAY(SELECT chunk_id FROM _added))
                AND d.url = ANY (ARRAY(SELECT DISTINCT s.url FROM _staged s JOIN _added a USING (chunk_id)))""")
-    else:
-        only = sql.SQL("")
-    if delta:
         target = sql.SQL("INSERT INTO {} (segment_id, {}) SELECT {}::bigint, ").format(
             table(stored_in), sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.Literal(segment_id))
     else:
+        only = sql.SQL("")
         target = sql.SQL("CREATE TABLE {} WITH (toast_tuple_target = 8160) AS SELECT {}::bigint AS segment_id, "
                          ).format(table(segment_id), sql.Literal(segment_id))
     # A row (vector + full-text vector + text) is usually over the 2 kB at which Postgres moves

@@ -11,26 +11,23 @@
 -- rebuilt (tests/db/test_bm25.py holds SQL to a Python reference of this recipe).
 --
 -- Every build and refresh runs this once per chunk it indexes: a vector with no dotted
--- name (most chunks) takes the first branch, one pass over its lexemes with no grouping;
+-- name (most chunks) takes the first branch, its lexemes as they are with no grouping;
 -- a position's boost is counted from the weight array's A and B entries rather than
 -- summed row by row (together half the time of the plain recipe).
 CREATE OR REPLACE FUNCTION sitekb.bm25_terms(p_tsv tsvector)
 RETURNS TABLE (lexeme text, tf real)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $fn$
-    SELECT u.lexeme,
-           greatest(1, cardinality(u.weights) + cardinality(array_positions(u.weights, 'A'))
-                       + 0.5 * cardinality(array_positions(u.weights, 'B')))::real
-    FROM unnest(p_tsv) u
+    WITH t AS MATERIALIZED (
+        SELECT u.lexeme,
+               greatest(1, cardinality(u.weights) + cardinality(array_positions(u.weights, 'A'))
+                           + 0.5 * cardinality(array_positions(u.weights, 'B')))::real AS tf
+        FROM unnest(p_tsv) u)
+    SELECT t.lexeme, t.tf FROM t
     WHERE array_to_string(tsvector_to_array(p_tsv), ' ') !~ '[[:alpha:]_]\.[[:alpha:]_]'
     UNION ALL
     SELECT x.lexeme, sum(x.tf)::real
-    FROM (WITH t AS MATERIALIZED (
-              SELECT u.lexeme,
-                     greatest(1, cardinality(u.weights) + cardinality(array_positions(u.weights, 'A'))
-                                 + 0.5 * cardinality(array_positions(u.weights, 'B')))::real AS tf
-              FROM unnest(p_tsv) u)
-          SELECT t.lexeme, t.tf FROM t
+    FROM (SELECT t.lexeme, t.tf FROM t
           UNION ALL
           SELECT p.part, t.tf
           FROM t CROSS JOIN LATERAL unnest(tsvector_to_array(to_tsvector('english'::regconfig,
