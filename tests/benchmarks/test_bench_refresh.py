@@ -12,6 +12,11 @@ the tests (tests/fake_openai.py), so no model's speed is in the numbers:
    of the site), and ``sitekb rebuild`` makes a new snapshot from the pages
    already staged, without crawling.
 
+A second test measures the rebuild at the size the issue names: a generated site
+of SITEKB_BENCH_PAGES (10,000) small pages of the pydocs site's prose
+(tests/benchmarks/generated_pages.py), its first run against a rebuild that
+leaves out one section of 100 pages (bench-results/rebuild_generated.json).
+
 Each stage's time is the one the engine records with the run; a run's total is
 its wall time less its embed stage (the issue's "embedding excluded"); the
 ratios are of runs of this process, side by side. The incremental stages should
@@ -24,6 +29,7 @@ new snapshot.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -32,6 +38,7 @@ import pytest
 from sitekb import engine, store
 from sitekb.settings import Settings
 from sitekb.store import runs
+from tests.benchmarks import generated_pages
 from tests.benchmarks.results import write_result
 from tests.benchmarks.test_bench_keyword import DEVSET, _serve, pydocs_site
 from tests.conftest import _reset_schema
@@ -66,6 +73,15 @@ def _timed_run(settings, config, run_id: str, *, rebuild: bool = False) -> dict:
             "seconds": seconds, "counts": stages}
 
 
+def _rebuild_excluding(settings, config, pattern: str, fake, run_id: str) -> tuple[dict, int]:
+    """``sitekb rebuild`` with one more exclusion pattern: its timed run, and how many texts it embedded."""
+    data = config.model_dump(mode="json")
+    data["crawl"]["exclude_patterns"] = [*data["crawl"].get("exclude_patterns", []), pattern]
+    sent = len(fake.stats.texts)
+    rebuild = _timed_run(settings, type(config).model_validate(data), run_id, rebuild=True)
+    return rebuild, len(fake.stats.texts) - sent
+
+
 @pytest.mark.timeout(3600)
 @pytest.mark.skipif(not (DEVSET / "site").is_dir(), reason=f"the pydocs development set is not at {DEVSET}")
 def test_refresh_and_rebuild_against_the_first_run(database_server, tmp_path, monkeypatch):
@@ -91,12 +107,7 @@ def test_refresh_and_rebuild_against_the_first_run(database_server, tmp_path, mo
                                 encoding="utf-8")
             refresh = _timed_run(settings, config, "pydocs__refresh__2")
 
-            data = config.model_dump(mode="json")
-            data["crawl"]["exclude_patterns"] = [*data["crawl"].get("exclude_patterns", []), EXCLUDED]
-            pivot = type(config).model_validate(data)
-            sent = len(fake.stats.texts)
-            rebuild = _timed_run(settings, pivot, "pydocs__rebuild__1", rebuild=True)
-            rebuild_embedded = len(fake.stats.texts) - sent
+            rebuild, rebuild_embedded = _rebuild_excluding(settings, config, EXCLUDED, fake, "pydocs__rebuild__1")
     finally:
         server.shutdown()
 
@@ -156,3 +167,64 @@ def _built(run: dict) -> str:
         return f"a new base of {build.get('chunks')} chunks"
     return (f"a delta of {build.get('delta_rows')} chunks and {build.get('new_tombstones')} tombstones on snapshot "
             f"{build.get('base_snapshot')}")
+
+
+GENERATED_PAGES = int(os.environ.get("SITEKB_BENCH_PAGES", "10000"))
+EXCLUDED_SECTION = "/section001/"
+
+
+@pytest.mark.timeout(5400)
+@pytest.mark.skipif(not (DEVSET / "site").is_dir(), reason=f"the pydocs development set is not at {DEVSET}")
+def test_rebuild_of_a_generated_site_against_its_first_run(database_server, tmp_path, monkeypatch):
+    """``sitekb rebuild`` after an exclusion rule on a site of SITEKB_BENCH_PAGES (10,000) small pages.
+
+    The site (tests/benchmarks/generated_pages.py) is real documentation prose
+    drawn into small pages; its first run is the whole pipeline, and the rebuild
+    leaves out one section of 100 pages by an exclusion rule.
+    """
+    _reset_schema(database_server)
+    site_dir = tmp_path / "site"
+    pages = generated_pages.write_site(site_dir, GENERATED_PAGES, generated_pages.sentence_pool(DEVSET / "site"))
+    server = _serve(site_dir)
+    try:
+        with FakeOpenAI() as fake:
+            use_environment(monkeypatch, database_server, tmp_path / "home")
+            settings = Settings.from_env(database_url=database_server, home=tmp_path / "home")
+            data = embedding_through(pydocs_site(server), fake).model_dump(mode="json")
+            data["name"] = "generated"
+            data["crawl"]["max_pages"] = GENERATED_PAGES + GENERATED_PAGES // generated_pages.PER_SECTION + 10
+            config = type(pydocs_site(server)).model_validate(data)
+            with store.connection(database_server) as conn:
+                store.migrate(conn)
+            first = _timed_run(settings, config, "generated__refresh__1")
+            rebuild, rebuild_embedded = _rebuild_excluding(settings, config, EXCLUDED_SECTION, fake,
+                                                           "generated__rebuild__1")
+    finally:
+        server.shutdown()
+
+    excluded = sum(1 for p in pages if EXCLUDED_SECTION in "/" + p.relative_to(site_dir).as_posix())
+    runs_ = {"first": first, "rebuild": rebuild}
+    result = {
+        "pages": first["counts"]["crawl"].get("pages"), "article_pages": len(pages), "excluded_pages": excluded,
+        "runs": {k: {"wall_seconds": v["wall"], "seconds_without_embed": v["without_embed"], "status": v["status"],
+                     "stages": v["seconds"]} for k, v in runs_.items()},
+        "ratio": {"rebuild": round(rebuild["without_embed"] / first["without_embed"], 3)},
+        "counts": {k: {n: {c: v["counts"][n].get(c) for c in _COUNTS.get(n, ()) if c in v["counts"][n]}
+                       for n in v["counts"]} for k, v in runs_.items()},
+        "rebuild_embedded_texts": rebuild_embedded,
+    }
+    names = [name for name in first["seconds"] if name in rebuild["seconds"]]
+    summary = [
+        f"generated site, {result['pages']} pages ({len(pages)} small articles of pydocs prose); the whole pipeline "
+        "in one process, embedding through a stand-in server and left out of the totals",
+        f"rebuild after an exclusion rule ({excluded} pages, {EXCLUDED_SECTION}): {rebuild['without_embed']:.1f} s "
+        f"against the first run's {first['without_embed']:.1f} s ({result['ratio']['rebuild']:.1%}; target under "
+        f"10%); {rebuild_embedded} texts embedded",
+        "stage seconds, first run -> rebuild: " + ", ".join(
+            f"{n} {first['seconds'][n]:.1f} -> {rebuild['seconds'][n]:.1f}" for n in names),
+        f"rebuild: {_built(rebuild)}",
+    ]
+    write_result("rebuild_generated", result, summary)
+    assert first["status"] == rebuild["status"] == "succeeded"
+    assert rebuild["counts"]["crawl"].get("requests") == 0
+    assert rebuild["counts"]["build"].get("new_tombstones")

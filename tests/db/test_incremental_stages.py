@@ -17,6 +17,7 @@ import pytest
 from sitekb import engine
 from sitekb.demo.server import SITE_DIR, DemoSite
 from sitekb.extract import document_of_page
+from sitekb.quality.duplicates import signature
 from sitekb.settings import Settings
 from sitekb.sites import load_site
 from tests.fake_openai import FakeOpenAI, embedding_through, use_environment
@@ -163,6 +164,12 @@ def test_a_refresh_validates_the_changed_page_and_keeps_the_verdicts_of_the_othe
     edited = refreshes["base"] + "/" + EDITED
     assert {u: v for u, v in new.items() if u != edited} == {u: v for u, v in old.items() if u != edited}
     assert {v[0] for v in new.values()} >= {"accepted", "quarantined"}   # the demo has quarantined pages
+    # The near-duplicate check hashed only the texts it had no signature of; each stored one is the text's.
+    assert before["dedup_hashed"] == before["documents"]
+    assert 1 <= after["dedup_hashed"] <= after["judged"]
+    stored = conn.execute("SELECT markdown, dedup_signature FROM sitekb.documents WHERE run_id = %s",
+                          (second,)).fetchall()
+    assert stored and all(bytes(sig) == signature(markdown) for markdown, sig in stored)
 
 
 def test_changed_quality_inputs_validate_every_page_again(db, refreshes):

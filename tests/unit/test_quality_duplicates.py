@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
 import pytest
 
-from sitekb.quality.duplicates import Text, find_duplicates, shingle_hashes, words
+from sitekb.quality.duplicates import Text, find_duplicates, shingle_hashes, signature, words
 from sitekb.extract import extract_document
 
 SITE = Path(__file__).resolve().parents[2] / "plugins" / "sitekb" / "demo" / "site"
@@ -96,3 +97,31 @@ def test_a_cluster_of_copies_keeps_one():
 @pytest.mark.parametrize("text", ["", "one", "two words here"])
 def test_short_texts_hash_as_one_shingle(text: str):
     assert len(shingle_hashes(words(text))) == (1 if text else 0)
+
+
+def test_stored_signatures_find_what_hashing_the_texts_finds():
+    docs = [demo_page("articles/utm-governance-syndicated.html"), demo_page("articles/utm-governance.html"),
+            demo_page("articles/lead-routing-rules.html"), Text("https://x.org/copy", prose(3)),
+            Text("https://x.org/copy-2", prose(3)), Text("https://x.org/other", prose(4))]
+    signatures: dict[str, bytes] = {}
+    hashed = find_duplicates(docs, threshold=0.7, signatures=signatures)
+    assert set(signatures) == {d.url for d in docs}
+    assert signatures["https://x.org/copy"] == signature(prose(3)) != signature(prose(4))
+    # The stored signatures stand in for the texts: only candidate pairs read their words.
+    reread = [dataclasses.replace(d, signature=signatures[d.url]) for d in docs]
+    again: dict[str, bytes] = {}
+    assert find_duplicates(reread, threshold=0.7, signatures=again) == hashed
+    assert again == signatures
+    assert set(hashed) == {"https://x.org/copy-2", docs[0].url}
+
+
+def test_a_signature_of_another_recipe_is_made_again():
+    text = prose(5)
+    other = signature(text, num_perm=64)
+    made: dict[str, bytes] = {}
+    find_duplicates([Text("https://x.org/a", text, signature=other), Text("https://x.org/b", prose(6))],
+                    signatures=made)
+    assert made["https://x.org/a"] == signature(text) != other
+    truncated: dict[str, bytes] = {}
+    find_duplicates([Text("https://x.org/a", text, signature=signature(text)[:-4])], signatures=truncated)
+    assert truncated["https://x.org/a"] == signature(text)

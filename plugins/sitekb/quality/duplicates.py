@@ -8,6 +8,12 @@ pairs from the index (tuned a little below the threshold, for recall) are
 confirmed with the exact Jaccard similarity of their shingle sets against the
 configured threshold (``quality.near_duplicate_threshold``).
 
+A document's signature (:func:`signature`: the hash of its normalized words and
+its MinHash values) depends on its text alone: the validate stage stores it with
+the document, and a later run whose document has the same text passes it back
+(``Text.signature``), so an unchanged page is not hashed again; only candidate
+pairs need their shingles, computed when they come up.
+
 Connected documents form a cluster; the cluster keeps one canonical copy:
 the document the others name as their ``rel=canonical`` target, else one that
 passes the other document checks, else one that names itself, else the
@@ -20,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +52,8 @@ class Text:
     canonical_url: str | None = None
     # False when the document fails other checks: a healthy copy is kept over a damaged one.
     healthy: bool = True
+    # The stored :func:`signature` of this very text, when an earlier run computed it.
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,30 @@ def _minhash(hashes: np.ndarray, num_perm: int):
     return signature
 
 
+# A signature's header: format, permutations, shingle words (a stored one of another recipe is recomputed).
+_HEADER = struct.Struct("<BHB")
+_FORMAT = 1
+
+
+def signature(text: str, *, num_perm: int = NUM_PERM, shingle_words: int = SHINGLE_WORDS,
+              word_hashes: dict | None = None) -> bytes:
+    """What dedup needs of a text, to store with it: the sha256 of its normalized words and its MinHash values."""
+    tokens = words(text)
+    exact = hashlib.sha256(" ".join(tokens).encode("utf-8")).digest()
+    values = _minhash(shingle_hashes(tokens, shingle_words, word_hashes), num_perm).hashvalues
+    return _HEADER.pack(_FORMAT, num_perm, shingle_words) + exact + values.astype("<u4").tobytes()
+
+
+def _read(stored: bytes | None, num_perm: int, shingle_words: int) -> tuple[bytes, np.ndarray] | None:
+    """(exact key, MinHash values) of a stored signature made by this recipe, else None."""
+    if not stored or len(stored) != _HEADER.size + 32 + 4 * num_perm:
+        return None
+    if _HEADER.unpack_from(stored) != (_FORMAT, num_perm, shingle_words):
+        return None
+    body = memoryview(stored)[_HEADER.size:]
+    return bytes(body[:32]), np.frombuffer(body[32:], dtype="<u4").astype(np.uint32)
+
+
 class _Clusters:
     """Union-find over document indexes."""
 
@@ -140,36 +173,66 @@ def _canonical(members: list[int], docs: Sequence[Text]) -> int:
 
 
 def find_duplicates(docs: Sequence[Text], threshold: float = 0.8, *, num_perm: int = NUM_PERM,
-                    shingle_words: int = SHINGLE_WORDS) -> dict[str, Duplicate]:
-    """Every document that repeats another one, keyed by URL; canonical copies are absent."""
-    from datasketch import MinHashLSH
+                    shingle_words: int = SHINGLE_WORDS, signatures: dict[str, bytes] | None = None
+                    ) -> dict[str, Duplicate]:
+    """Every document that repeats another one, keyed by URL; canonical copies are absent.
 
-    tokens = [words(d.text) for d in docs]
+    ``signatures``: filled with each document's :func:`signature` by URL (those passed in
+    ``Text.signature`` included), for the caller to store.
+    """
+    from datasketch import MinHash, MinHashLSH
+
     word_hashes = _WordHashes()
+    tokens: dict[int, list[str]] = {}
+    shingles: dict[int, np.ndarray] = {}
+
+    def tokens_of(i: int) -> list[str]:
+        if i not in tokens:
+            tokens[i] = words(docs[i].text)
+        return tokens[i]
+
+    def shingles_of(i: int) -> np.ndarray:
+        if i not in shingles:
+            shingles[i] = shingle_hashes(tokens_of(i), shingle_words, word_hashes)
+        return shingles[i]
+
+    keys: list[bytes] = []
+    values: list[np.ndarray] = []
+    for i, doc in enumerate(docs):
+        known = _read(doc.signature, num_perm, shingle_words)
+        if known is None:
+            stored = signature(doc.text, num_perm=num_perm, shingle_words=shingle_words, word_hashes=word_hashes)
+            known = _read(stored, num_perm, shingle_words)
+        else:
+            stored = doc.signature
+        if signatures is not None:
+            signatures[doc.url] = stored
+        keys.append(known[0])
+        values.append(known[1])
+
     clusters = _Clusters(len(docs))
-    exact_group: dict[str, int] = {}
+    exact_group: dict[bytes, int] = {}
     representatives: list[int] = []
-    for i, toks in enumerate(tokens):
-        key = hashlib.sha256(" ".join(toks).encode("utf-8")).hexdigest()
+    for i, key in enumerate(keys):
         first = exact_group.setdefault(key, i)
         if first != i:
             clusters.union(first, i)
         else:
             representatives.append(i)
 
-    shingles: dict[int, np.ndarray] = {}
     if threshold < 1.0 and len(representatives) > 1:
         # The index runs a little below the threshold so that pairs near it still
         # become candidates despite MinHash's estimation error; each candidate is
         # then confirmed with its exact shingle Jaccard.
         lsh = MinHashLSH(threshold=max(0.05, threshold - LSH_MARGIN), num_perm=num_perm)
+        permutations = _permutations(num_perm)
         for i in representatives:
-            shingles[i] = shingle_hashes(tokens[i], shingle_words, word_hashes)
-            signature = _minhash(shingles[i], num_perm)
-            for other in lsh.query(signature):
-                if jaccard(shingles[i], shingles[other]) >= threshold:
+            minhash = MinHash(num_perm=num_perm, hashfunc=int, permutations=permutations, scheme="affine32",
+                              hashvalues=values[i])
+            for other in lsh.query(minhash):
+                if jaccard(shingles_of(i), shingles_of(other)) >= threshold:
                     clusters.union(other, i)
-            lsh.insert(i, signature)
+            lsh.insert(i, minhash)
 
     groups: dict[int, list[int]] = {}
     for i in range(len(docs)):
@@ -182,15 +245,8 @@ def find_duplicates(docs: Sequence[Text], threshold: float = 0.8, *, num_perm: i
         for i in members:
             if i == keep:
                 continue
-            exact = tokens[i] == tokens[keep]
-            if exact:
-                similarity = 1.0
-            else:
-                a = shingles.get(i)
-                b = shingles.get(keep)
-                a = shingle_hashes(tokens[i], shingle_words) if a is None else a
-                b = shingle_hashes(tokens[keep], shingle_words) if b is None else b
-                similarity = round(jaccard(a, b), 4)
+            exact = keys[i] == keys[keep]
+            similarity = 1.0 if exact else round(jaccard(shingles_of(i), shingles_of(keep)), 4)
             result[docs[i].url] = Duplicate(docs[i].url, docs[keep].url, similarity, exact)
     return result
 

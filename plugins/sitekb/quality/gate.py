@@ -108,11 +108,14 @@ _DUPLICATE_KEYS = ("duplicate_of", "near_duplicate_of", "similarity")
 
 def document_rows(docs: list[Mapping], config: QualityConfig,
                   hidden: Mapping[str, Mapping] | None = None,
-                  measured: Mapping[str, Mapping] | None = None) -> list[dict]:
+                  measured: Mapping[str, Mapping] | None = None,
+                  signatures: dict[str, bytes | None] | None = None) -> list[dict]:
     """The measured rows of the document suite, hidden-text measures (by URL) and duplicate flags included.
 
     ``measured``: earlier measures of documents validated before as they are (by URL), used
-    instead of measuring them and parsing their pages again.
+    instead of measuring them and parsing their pages again. ``signatures``: the stored
+    near-duplicate signatures of documents validated before (by URL); filled with every
+    document's (:func:`sitekb.quality.duplicates.signature`), for the caller to store.
     """
     measured = measured or {}
     rows = []
@@ -127,10 +130,12 @@ def document_rows(docs: list[Mapping], config: QualityConfig,
             rows.append(row)
     # Which copy of a duplicate cluster is kept depends on which copies are otherwise healthy.
     others = [c for c in suites.document_checks(config) if c.name not in ("duplicate", "near_duplicate")]
+    known = dict(signatures or {})
     found = duplicates.find_duplicates(
         [duplicates.Text(d["url"], d.get("markdown") or "", d.get("canonical_url"),
-                         healthy=not any(c.judge(row) for c in others)) for d, row in zip(docs, rows)],
-        config.near_duplicate_threshold,
+                         healthy=not any(c.judge(row) for c in others), signature=known.get(d["url"]))
+         for d, row in zip(docs, rows)],
+        config.near_duplicate_threshold, signatures=signatures,
     )
     for row in rows:
         dup = found.get(row["url"])
@@ -147,15 +152,18 @@ def validate_documents(conn: psycopg.Connection, run_id: str, site: SiteConfig,
     A document an earlier run validated as it is (same page body, text and validation
     inputs, :func:`validation_inputs`) keeps its measures and its document-suite failures: its
     page is not parsed again and the suite judges only the other documents (none: the suite
-    does not run). The duplicate checks look at every document each time, and a document whose
+    does not run). The duplicate checks look at every document each time (a document validated
+    before brings its stored signature, so only the others' texts are hashed), and a document whose
     duplicate flags changed is judged again; approvals, the safety policies and the messaging
     rules are applied to every document.
     """
     inputs = validation_inputs(site)
     before = documents.validated_before(conn, run_id, inputs)
     docs = documents.for_validation(conn, run_id)
+    stored = {url: b["dedup_signature"] for url, b in before.items()}
+    signatures = dict(stored)
     rows = document_rows(docs, site.quality, hidden_text_of_run(conn, site, run_id, skip=before),
-                         {url: b["measures"] for url, b in before.items()})
+                         {url: b["measures"] for url, b in before.items()}, signatures)
     checks = suites.document_checks(site.quality)
     names = {c.name for c in checks}
     kept = {row["url"] for row in rows if row["url"] in before
@@ -193,13 +201,15 @@ def validate_documents(conn: psycopg.Connection, run_id: str, site: SiteConfig,
             approved[doc["url"]] = approval["reason"]
         verdicts.append((doc["url"], status, [f.as_dict() for f in failures], row,
                          approval["id"] if approval else None))
-    documents.set_verdicts(conn, run_id, verdicts, (site.quality.languages or ['en'])[0])
+    documents.set_verdicts(conn, run_id, verdicts, (site.quality.languages or ['en'])[0], signatures=signatures)
     return {"documents": len(docs), "accepted": len(docs) - len(quarantined), "quarantined": len(quarantined),
             "approved": len(approved), "flagged": len(flagged), "blocked": len(blocked),
             "quarantined_urls": quarantined, "approved_urls": approved, "flagged_urls": flagged,
             "blocked_urls": blocked, "failed_checks": dict(sorted(by_check.items())), "engine": outcome.engine,
             "data_docs": outcome.data_docs, "suite_seconds": round(outcome.seconds, 3),
-            "validated_before": len(kept), "judged": len(fresh)}
+            "validated_before": len(kept), "judged": len(fresh),
+            # Texts the near-duplicate check hashed: the others brought their stored signature.
+            "dedup_hashed": sum(1 for doc in docs if signatures.get(doc["url"]) != stored.get(doc["url"]))}
 
 
 def blocked_message(site: SiteConfig, run_id: str, blocked: Mapping[str, list[str]]) -> str:

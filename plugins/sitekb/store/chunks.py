@@ -39,6 +39,9 @@ def replace_run(conn: psycopg.Connection, run_id: str, site: str, rows: Iterable
                    SELECT %s, chunk_id, site, url, seq, heading_path, text, embed_text, text_hash, token_count
                    FROM sitekb.chunks WHERE run_id = %s AND url = ANY(%s)""",
                 (run_id, copy_from[0], list(copy_from[1])))
+        # Statistics that know this run's chunks, for the chunk suite and the build that read them
+        # (the documents' get theirs in the extract stage: sitekb.store.documents.replace_run).
+        conn.execute("ANALYZE sitekb.chunks (run_id, url, chunk_id, text_hash)")
 
 
 def reusable(conn: psycopg.Connection, site: str, run_id: str, inputs: str) -> tuple[str | None, list[str]]:
@@ -53,14 +56,19 @@ def reusable(conn: psycopg.Connection, site: str, run_id: str, inputs: str) -> t
         (site, run_id, inputs)).fetchone()
     if row is None:
         return None, []
-    urls = conn.execute(
-        """SELECT d.url FROM sitekb.documents d
-           JOIN sitekb.documents p ON p.run_id = %(source)s AND p.url = d.url AND p.content_hash = d.content_hash
-                                  AND p.title IS NOT DISTINCT FROM d.title
-           WHERE d.run_id = %(run)s AND d.status = 'accepted'
-             AND d.url IN (SELECT url FROM sitekb.chunks WHERE run_id = %(source)s)
-           ORDER BY d.url""",
-        {"source": row[0], "run": run_id}).fetchall()
+    # Every accepted document of the run is compared: hash joins. The planner takes the join of
+    # two runs' documents on url and content hash for one row and would loop over the source's
+    # chunks once per document (150 s at 10,000 pages).
+    with conn.transaction():
+        conn.execute("SELECT set_config('enable_nestloop', 'off', true)")
+        urls = conn.execute(
+            """SELECT d.url FROM sitekb.documents d
+               JOIN sitekb.documents p ON p.run_id = %(source)s AND p.url = d.url
+                                      AND p.content_hash = d.content_hash AND p.title IS NOT DISTINCT FROM d.title
+               WHERE d.run_id = %(run)s AND d.status = 'accepted'
+                 AND d.url IN (SELECT url FROM sitekb.chunks WHERE run_id = %(source)s)
+               ORDER BY d.url""",
+            {"source": row[0], "run": run_id}).fetchall()
     return row[0], [url for (url,) in urls]
 
 

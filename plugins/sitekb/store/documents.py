@@ -66,6 +66,11 @@ def replace_run(conn: psycopg.Connection, run_id: str, site: str, documents: Ite
                 copy.write_row(row)
                 count += 1
                 removed += unstorable
+        # Statistics that know this run: every later stage's queries read its documents, and
+        # with none the planner takes the run for one row and loops over it once per row of
+        # another run's (a rebuild of 10,000 pages spent minutes in such plans). Only the
+        # columns the queries filter and join on: a tenth of a second at 10,000 pages.
+        conn.execute("ANALYZE sitekb.documents (run_id, site, url, status, content_hash, page_hash)")
         conn.execute(_FETCH_OF_RUN, {"run": run_id})
     if removed:
         log.warning("removed %d characters Postgres cannot store (NUL, lone surrogates) from the documents of %s",
@@ -89,25 +94,30 @@ def validated_before(conn: psycopg.Connection, run_id: str, inputs: str) -> dict
     As they are: the same page body (``page_hash``) and text (``content_hash``), no correction,
     and the same validation inputs (``measures ->> 'validation_inputs'``: the quality config
     and sitekb's version, :func:`sitekb.quality.gate.validation_inputs`); the newest such
-    document per URL (index ``documents_reuse``). Returns ``{url: {"measures", "failures"}}``.
+    document per URL (index ``documents_reuse``). Returns ``{url: {"measures", "failures",
+    "dedup_signature"}}`` (the signature None when that run stored none).
     """
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            """SELECT d.url, p.measures, p.failures
+            """SELECT d.url, p.measures, p.failures, p.dedup_signature
                FROM sitekb.documents d
                CROSS JOIN LATERAL (
-                   SELECT e.measures, e.failures FROM sitekb.documents e JOIN sitekb.runs r ON r.run_id = e.run_id
+                   SELECT e.measures, e.failures, e.dedup_signature FROM sitekb.documents e JOIN sitekb.runs r ON r.run_id = e.run_id
                    WHERE e.site = d.site AND e.url = d.url AND e.page_hash = d.page_hash AND e.run_id <> d.run_id
                      AND e.correction_id IS NULL AND e.content_hash = d.content_hash
                      AND e.status IN ('accepted', 'quarantined') AND e.measures ->> 'validation_inputs' = %s
                    ORDER BY r.started_at DESC LIMIT 1) p
                WHERE d.run_id = %s AND d.correction_id IS NULL AND d.page_hash IS NOT NULL""",
             (inputs, run_id)).fetchall()
-    return {row["url"]: {"measures": row["measures"], "failures": row["failures"] or []} for row in rows}
+    return {row["url"]: {"measures": row["measures"], "failures": row["failures"] or [],
+                         "dedup_signature": row["dedup_signature"]} for row in rows}
 
 
-def set_verdicts(conn: psycopg.Connection, run_id: str, verdicts: Sequence[tuple], default_language: str = "en") -> None:
+def set_verdicts(conn: psycopg.Connection, run_id: str, verdicts: Sequence[tuple], default_language: str = "en",
+                 *, signatures: Mapping[str, bytes] | None = None) -> None:
     """(url, status, failures, measures, approval_id) for documents of the run, in one transaction.
+
+    ``signatures``: the near-duplicate check's signature of each document's text, by URL.
 
     Also sets the language each document is indexed and searched by
     (``sitekb.document_language`` of the declared and the measured language), or
@@ -116,10 +126,11 @@ def set_verdicts(conn: psycopg.Connection, run_id: str, verdicts: Sequence[tuple
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             """UPDATE sitekb.documents SET status = %s, failures = %s, measures = %s, approval_id = %s,
-                      index_language = coalesce(sitekb.document_language(language, %s::jsonb), %s)
+                      index_language = coalesce(sitekb.document_language(language, %s::jsonb), %s),
+                      dedup_signature = %s
                WHERE run_id = %s AND url = %s""",
             [(status, json.dumps(failures), json.dumps(measures, default=str), approval_id,
-              json.dumps(measures, default=str), default_language, run_id, url)
+              json.dumps(measures, default=str), default_language, (signatures or {}).get(url), run_id, url)
              for url, status, failures, measures, approval_id in verdicts],
         )
 

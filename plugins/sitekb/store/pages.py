@@ -141,7 +141,7 @@ class Kept:
 
 
 _PREVIOUS_DOCUMENT = """
-    SELECT to_jsonb(d) FROM sitekb.documents d JOIN sitekb.runs r ON r.run_id = d.run_id
+    SELECT to_jsonb(d) - 'dedup_signature' FROM sitekb.documents d JOIN sitekb.runs r ON r.run_id = d.run_id
     WHERE d.site = p.site AND d.url = p.url AND d.run_id <> p.last_run_id AND d.page_hash = p.content_hash
       AND d.correction_id IS NULL AND d.extraction ->> 'inputs' = %(inputs)s
     ORDER BY r.started_at DESC LIMIT 1"""
