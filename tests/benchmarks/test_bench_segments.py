@@ -1,7 +1,8 @@
 """Segment-based snapshots at scale: refresh cost, storage, search over deltas, compaction (issue 13).
 
 At SITEKB_BENCH_CHUNKS chunks (default 100,000; 20 per page) of synthetic 384-dimension
-vectors (clustered, as in test_bench_snapshots), measured side by side in one run:
+vectors (clustered, as in test_bench_snapshots), measured side by side in one run
+(bench-results/segments.json; at another size segments_<thousands>k.json):
 
 - a full build of the site and five refreshes, each with 1% of the pages edited (every
   chunk of an edited page rewritten, a new vector for it), each built and published;
@@ -270,5 +271,5 @@ def test_bench_segments(database_server):
         f"compaction {compaction_seconds:.1f} s; search p95 during {data['search_p95_ms_during_compaction']} ms vs "
         f"{data['search_p95_ms_before_compaction']} ms before, {len(errors)} errors",
     ]
-    write_result("segments", data, summary)
+    write_result("segments" if N == 100_000 else f"segments_{N // 1000}k", data, summary)
     assert not errors

@@ -250,6 +250,96 @@ def test_a_kill_during_the_delta_load_leaves_the_live_snapshot_and_a_rerun_finis
     assert built["delta_rows"] == 2 and built["segments"] == 2
 
 
+def _refresh_to_build(conn, site: str, pages: list[Page]):
+    """A published snapshot of the topics, and a refresh of ``pages`` ready to build again (as before its build)."""
+    make_snapshot(conn, site, _pages(), publish_as="production")
+    refreshed = make_snapshot(conn, site, pages, state="building")
+    snapshot_tables.drop(conn, refreshed.snapshot_id)
+    return refreshed
+
+
+def _build(conn, snap) -> dict:
+    return snapshot_tables.build(conn, snap.snapshot_id, snap.run_id, snap.embedding_model, 8)
+
+
+def test_a_large_delta_is_appended_over_several_connections_as_one_connection_appends_it(conn, monkeypatch):
+    monkeypatch.setattr(segments, "PARALLEL_MIN_ROWS", 1)
+    refreshed = _refresh_to_build(conn, "par", _pages(edit=3, add=True))
+    built = _build(conn, refreshed)
+    assert built["load_connections"] == segments.LOAD_CONNECTIONS == 2 and built["delta_rows"] == 5
+    monkeypatch.setattr(segments, "PARALLEL_MIN_ROWS", 10**9)
+    alone = _refresh_to_build(conn, "par-alone", _pages(edit=3, add=True))
+    assert _build(conn, alone)["load_connections"] == 1
+    assert _rows(conn, snapshots.get(conn, refreshed.snapshot_id)) == _rows(conn, snapshots.get(conn, alone.snapshot_id))
+    conn.execute("SELECT sitekb.snapshot_views(%s)", (refreshed.snapshot_id,))
+    terms = lambda s: dict(conn.execute(f"SELECT lexeme, df FROM sitekb_snapshots.snap_{s}_terms"))  # noqa: E731
+    assert terms(refreshed.snapshot_id) == terms(alone.snapshot_id)
+
+
+def test_a_build_that_fails_after_a_parallel_load_leaves_its_rows_unlisted_and_its_retry_drops_them(
+        conn, monkeypatch):
+    monkeypatch.setattr(segments, "PARALLEL_MIN_ROWS", 1)
+    refreshed = _refresh_to_build(conn, "parfail", _pages(edit=3))
+    index = segments.index
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the build stopped after its load")
+
+    monkeypatch.setattr(segments, "index", fail)
+    with pytest.raises(RuntimeError):
+        _build(conn, refreshed)
+    conn.rollback()
+    # The load committed its segment and rows over its own connections; no snapshot lists them.
+    (left, base), = conn.execute(
+        "SELECT segment_id, stored_in FROM sitekb.segments WHERE built_for = %s", (refreshed.snapshot_id,)).fetchall()
+    assert conn.execute(f"SELECT count(*) FROM sitekb_snapshots.seg_{base} WHERE segment_id = %s",
+                        (left,)).fetchone()[0] == 3
+    # Another site's retention leaves a building snapshot's segment to its build; readers never see it.
+    assert left not in segments.drop_unreferenced(conn)
+    conn.commit()
+    assert len(_search(conn, "parfail", "vector")) == 12
+    monkeypatch.setattr(segments, "index", index)
+    built = _build(conn, refreshed)
+    assert built["delta_rows"] == 3 and built["segments"] == 2
+    assert not conn.execute("SELECT 1 FROM sitekb.segments WHERE segment_id = %s", (left,)).fetchone()
+    assert conn.execute(f"SELECT count(*) FROM sitekb_snapshots.seg_{base} WHERE segment_id = %s",
+                        (left,)).fetchone()[0] == 0
+
+
+def test_a_kill_of_a_delta_load_connection_fails_the_build_and_a_rerun_finishes(conn, database_url, monkeypatch):
+    monkeypatch.setattr(segments, "PARALLEL_MIN_ROWS", 1)
+    refreshed = _refresh_to_build(conn, "parkill", _pages(edit=4))
+    holder = store.connect(database_url)
+    holder.execute("BEGIN")
+    holder.execute("LOCK TABLE sitekb.fulltext_cache IN ACCESS EXCLUSIVE MODE")
+    failures: list[Exception] = []
+    builder = store.connect(database_url)
+    thread = threading.Thread(target=lambda: _catch(failures, lambda c: _build(c, refreshed), builder))
+    thread.start()
+    for _ in range(200):   # both load connections wait on the lock
+        holder.execute("SELECT pg_stat_clear_snapshot()")   # activity is read once per transaction otherwise
+        waiting = [pid for (pid,) in holder.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'sitekb delta load' "
+            "AND wait_event_type = 'Lock'")]
+        if len(waiting) == 2:
+            break
+        time.sleep(0.05)
+    assert len(waiting) == 2
+    holder.execute("SELECT pg_terminate_backend(%s)", (waiting[0],))
+    holder.execute("ROLLBACK")
+    holder.close()
+    thread.join()
+    builder.close()
+    assert failures and isinstance(failures[0], psycopg.OperationalError)
+    assert len(_search(conn, "parkill", "vector")) == 12
+    built = _build(conn, refreshed)
+    assert built["delta_rows"] == 4 and built["segments"] == 2
+    listed = {s.segment_id for s in segments.manifest(conn, refreshed.snapshot_id)}
+    base = min(listed)
+    assert {r[0] for r in conn.execute(f"SELECT DISTINCT segment_id FROM sitekb_snapshots.seg_{base}")} <= \
+        listed | {s.segment_id for s in segments.manifest(conn, snapshots.resolve(conn, "parkill").snapshot_id)}
+
+
 def test_a_kill_during_compaction_leaves_the_snapshot_answering_and_a_rerun_compacts(conn, database_url):
     make_snapshot(conn, "kc", _pages(), publish_as="production")
     live = make_snapshot(conn, "kc", _pages(edit=3), publish_as="production").snapshot_id

@@ -58,6 +58,15 @@ def connect(url: str, *, autocommit: bool = True, register: bool = True) -> psyc
     return conn
 
 
+def sibling(conn: psycopg.Connection, purpose: str) -> psycopg.Connection:
+    """Another connection to ``conn``'s database and role, as :func:`connect` opens one (no vector type),
+    named ``sitekb <purpose>`` in ``pg_stat_activity``."""
+    from psycopg.conninfo import make_conninfo
+
+    extra = {"password": conn.info.password} if conn.info.password else {}
+    return connect(make_conninfo(conn.info.dsn, application_name=f"sitekb {purpose}", **extra), register=False)
+
+
 @contextmanager
 def connection(url: str) -> Iterator[psycopg.Connection]:
     """A connection for the length of a with-block."""

@@ -5,7 +5,8 @@ statement and indexed after its load (HNSW, GIN, primary key, url), with its
 BM25 postings ``seg_<id>_postings`` (``sitekb.build_segment_postings``). A
 delta segment is one load appended to its base's table under its own
 ``segment_id`` (the inserts keep the indexes up; its postings go to the base's
-``seg_<id>_delta_postings``): a vector search then reads one index scan
+``seg_<id>_delta_postings``; a large delta over several connections, committed
+before its snapshot lists it: :func:`_append_in_parallel`): a vector search then reads one index scan
 however many deltas a snapshot holds, where a table per delta cost
 a scan each (measured: about 0.4 ms per 1,000-row delta, as much as the
 100,000-row base's). Rows are only appended, never changed. A snapshot lists
@@ -29,6 +30,7 @@ Retention drops a segment when no snapshot lists it (:func:`drop_unreferenced`).
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,6 +39,7 @@ from psycopg import sql
 
 from sitekb.errors import NotFound, SitekbError
 from sitekb.store import locks
+from sitekb.store.connection import sibling
 
 # A refresh that removes or replaces more than this share of its base's chunks (or adds
 # more than the base holds) writes a new base: a delta that large saves little and leaves
@@ -46,6 +49,12 @@ REBASE_SHARE = 0.5
 # base's rows, or when it holds this many deltas.
 COMPACT_SHARE = 0.2
 COMPACT_DELTAS = 8
+# A delta of at least PARALLEL_MIN_ROWS rows is appended over LOAD_CONNECTIONS connections at
+# once: each row's insert walks the base's HNSW graph (about 7 ms a row at 100,000 chunks here),
+# and Postgres runs one INSERT in one process. Two connections halved a 1,000-row delta's load
+# on this 2-core machine; a smaller delta is not worth the connections.
+LOAD_CONNECTIONS = 2
+PARALLEL_MIN_ROWS = 200
 # A reader holds ACCESS SHARE on the views for the length of a search (milliseconds):
 # swapping a snapshot's views waits at most this long for them, then gives up cleanly.
 SWAP_LOCK_TIMEOUT = "5s"
@@ -169,38 +178,70 @@ def compare(conn: psycopg.Connection, base_id: int) -> tuple[int, int]:
 
 
 def load(conn: psycopg.Connection, *, snapshot_id: int, site: str, run_id: str, model: str, dimensions: int,
-         stored_in: int | None) -> tuple[int, int]:
-    """Load a new segment with the run's chunks; returns (id, rows).
+         stored_in: int | None) -> tuple[int, int, int]:
+    """Load a new segment with the run's chunks; returns (id, rows, connections that loaded them).
 
     ``stored_in`` None: a base, every staged chunk, in a new table ``seg_<id>``. Else a delta,
     the chunks in ``_added``, appended to that base's table (its indexes kept up by the
-    inserts). Raises when a chunk has no cached embedding (the embed task did not finish).
+    inserts); a large one over several connections (:func:`_append_in_parallel`). Raises when a
+    chunk has no cached embedding (the embed task did not finish).
     """
     delta = stored_in is not None
-    segment_id = conn.execute(
+    connections = 1
+    if delta and _parallel(conn):
+        connections = LOAD_CONNECTIONS
+        segment_id, loaded = _append_in_parallel(conn, snapshot_id=snapshot_id, site=site, run_id=run_id,
+                                                 model=model, dimensions=dimensions, stored_in=stored_in)
+    else:
+        segment_id = _new_segment(conn, site=site, delta=delta, model=model, dimensions=dimensions, run_id=run_id,
+                                  snapshot_id=snapshot_id, stored_in=stored_in)
+        if delta:
+            # A delta's few chunks and their documents are read by primary key, as arrays: the
+            # stages have just written the run's rows, which have no statistics yet, and a join
+            # from ``_added`` made the planner hash every chunk of the run and scan its documents
+            # once per added chunk (seconds for 1,000 of 100,000 chunks).
+            only = sql.SQL("""AND c.chunk_id = ANY (ARRAY(SELECT chunk_id FROM _added))
+                   AND d.url = ANY (ARRAY(SELECT DISTINCT s.url FROM _staged s JOIN _added a USING (chunk_id)))""")
+            target = _append_to(stored_in, segment_id)
+        else:
+            only = sql.SQL("")
+            target = sql.SQL("CREATE TABLE {} WITH (toast_tuple_target = 8160) AS SELECT {}::bigint AS segment_id, "
+                             ).format(table(segment_id), sql.Literal(segment_id))
+        loaded = conn.execute(_load_rows(target, only, run_id=run_id, model=model, dimensions=dimensions)).rowcount
+    expected = conn.execute("SELECT count(*) FROM _added" if delta else "SELECT count(*) FROM _staged").fetchone()[0]
+    if loaded != expected:
+        raise SitekbError(
+            f"snapshot {snapshot_id}: {expected - loaded} chunks have no cached embedding; "
+            "re-run the embed task before building"
+        )
+    conn.execute("UPDATE sitekb.segments SET rows = %s WHERE segment_id = %s", (loaded, segment_id))
+    return segment_id, loaded, connections
+
+
+def _new_segment(conn: psycopg.Connection, *, site: str, delta: bool, model: str, dimensions: int, run_id: str,
+                 snapshot_id: int, stored_in: int | None) -> int:
+    return conn.execute(
         """INSERT INTO sitekb.segments (site, kind, model, dimensions, run_id, built_for, stored_in)
            VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING segment_id""",
         (site, "delta" if delta else "base", model, dimensions, run_id, snapshot_id, stored_in)).fetchone()[0]
-    if delta:
-        # A delta's few chunks and their documents are read by primary key, as arrays: the
-        # stages have just written the run's rows, which have no statistics yet, and a join
-        # from ``_added`` made the planner hash every chunk of the run and scan its documents
-        # once per added chunk (seconds for 1,000 of 100,000 chunks).
-        only = sql.SQL("""AND c.chunk_id = ANY (ARRAY(SELECT chunk_id FROM _added))
-               AND d.url = ANY (ARRAY(SELECT DISTINCT s.url FROM _staged s JOIN _added a USING (chunk_id)))""")
-        target = sql.SQL("INSERT INTO {} (segment_id, {}) SELECT {}::bigint, ").format(
-            table(stored_in), sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.Literal(segment_id))
-    else:
-        only = sql.SQL("")
-        target = sql.SQL("CREATE TABLE {} WITH (toast_tuple_target = 8160) AS SELECT {}::bigint AS segment_id, "
-                         ).format(table(segment_id), sql.Literal(segment_id))
+
+
+def _append_to(stored_in: int, segment_id: int) -> sql.Composed:
+    return sql.SQL("INSERT INTO {} (segment_id, {}) SELECT {}::bigint, ").format(
+        table(stored_in), sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.Literal(segment_id))
+
+
+def _load_rows(target: sql.Composable, only: sql.Composable, *, run_id: str, model: str,
+               dimensions: int) -> sql.Composed:
+    """``target`` (an INSERT or CREATE TABLE AS) of the run's accepted chunks as a segment holds them, ``only``
+    those its condition keeps."""
     # A row (vector + full-text vector + text) is usually over the 2 kB at which Postgres moves
     # values out of line: TOAST would write each row's vector and full-text vector to a second
     # table and index, which halves the load speed and makes the HNSW build and keyword ranking
     # read them back from there. Rows stay whole up to a page (8 kB): with 384 or 768 dimensions
     # they fit. A 1536-dimension vector (6 kB, OpenAI's default) plus text and full-text vector
     # does not, and Postgres still moves the largest value (the vector) out of line.
-    loaded = conn.execute(sql.SQL(
+    return sql.SQL(
         """{target} c.chunk_id, c.url, d.title, c.heading_path, c.seq, c.text AS content, c.token_count,
                   coalesce(d.index_language, d.language) AS language, d.tags, d.published,
                   e.embedding::vector({dims}) AS embedding,
@@ -216,15 +257,50 @@ def load(conn: psycopg.Connection, *, snapshot_id: int, site: str, run_id: str, 
                                                                             d.title, c.heading_path, c.text)
            WHERE c.run_id = {run_id} AND d.status = 'accepted' {only}""").format(
         target=target, only=only, dims=sql.Literal(dimensions), model=sql.Literal(model),
-        run_id=sql.Literal(run_id))).rowcount
-    expected = conn.execute("SELECT count(*) FROM _added" if delta else "SELECT count(*) FROM _staged").fetchone()[0]
-    if loaded != expected:
-        raise SitekbError(
-            f"snapshot {snapshot_id}: {expected - loaded} chunks have no cached embedding; "
-            "re-run the embed task before building"
-        )
-    conn.execute("UPDATE sitekb.segments SET rows = %s WHERE segment_id = %s", (loaded, segment_id))
-    return segment_id, loaded
+        run_id=sql.Literal(run_id))
+
+
+def _parallel(conn: psycopg.Connection) -> bool:
+    """Whether this build's delta is appended over several connections: large enough, and the build's
+    transaction sees what other sessions commit (READ COMMITTED: the postings read the rows next)."""
+    if LOAD_CONNECTIONS < 2:
+        return False
+    if conn.execute("SELECT current_setting('transaction_isolation')").fetchone()[0] != "read committed":
+        return False
+    return conn.execute("SELECT count(*) FROM _added").fetchone()[0] >= PARALLEL_MIN_ROWS
+
+
+def _append_in_parallel(conn: psycopg.Connection, *, snapshot_id: int, site: str, run_id: str, model: str,
+                        dimensions: int, stored_in: int) -> tuple[int, int]:
+    """Append ``_added``'s chunks to base ``stored_in`` over :data:`LOAD_CONNECTIONS` connections; (id, rows).
+
+    Each connection inserts a share of the rows and commits, so the segment's record is committed
+    first too (no snapshot lists it yet, so no reader sees its rows). A build that fails after
+    this leaves the record and its rows unlisted, under a snapshot still ``building``: retention
+    leaves them to that build, and its retry or :func:`sitekb.store.snapshots.abandon_building`
+    drops them (:func:`drop_unreferenced` with ``own``).
+    """
+    with sibling(conn, "delta load") as side:
+        segment_id = _new_segment(side, site=site, delta=True, model=model, dimensions=dimensions, run_id=run_id,
+                                  snapshot_id=snapshot_id, stored_in=stored_in)
+    pages = conn.execute("SELECT s.url, array_agg(a.chunk_id) FROM _added a JOIN _staged s USING (chunk_id) "
+                         "GROUP BY s.url ORDER BY s.url").fetchall()
+    shares: list[tuple[list[str], list[str]]] = [([], []) for _ in range(LOAD_CONNECTIONS)]
+    for url, ids in pages:   # whole pages, the share with the fewest chunks next
+        urls, chunk_ids = min(shares, key=lambda share: len(share[1]))
+        urls.append(url)
+        chunk_ids.extend(ids)
+    statement = _load_rows(_append_to(stored_in, segment_id),
+                           sql.SQL("AND c.chunk_id = ANY (%(ids)s) AND d.url = ANY (%(urls)s)"),
+                           run_id=run_id, model=model, dimensions=dimensions)
+
+    def insert(share: tuple[list[str], list[str]]) -> int:
+        with sibling(conn, "delta load") as worker:
+            return worker.execute(statement, {"urls": share[0], "ids": share[1]}).rowcount
+
+    with ThreadPoolExecutor(max_workers=LOAD_CONNECTIONS) as pool:
+        futures = [pool.submit(insert, share) for share in shares if share[1]]
+    return segment_id, sum(f.result() for f in futures)   # the first failure is raised, after all finished
 
 
 def index(conn: psycopg.Connection, segment_id: int, rows: int, dimensions: int, *, delta: bool = False) -> int:
@@ -352,17 +428,23 @@ def drop_snapshot(conn: psycopg.Connection, snapshot_id: int) -> None:
     conn.execute("DELETE FROM sitekb.snapshot_segments WHERE snapshot_id = %s", (snapshot_id,))
 
 
-def drop_unreferenced(conn: psycopg.Connection, *, lock_timeout: str = DROP_LOCK_TIMEOUT) -> list[int]:
+def drop_unreferenced(conn: psycopg.Connection, *, lock_timeout: str = DROP_LOCK_TIMEOUT,
+                      own: int | None = None) -> list[int]:
     """Drop every segment no snapshot lists; a table a session is reading is left for the next call.
 
     A delta's rows are deleted from its base's table; a base's table goes once no delta
-    stored in it is listed either.
+    stored in it is listed either. A segment built for a snapshot still ``building`` is that
+    build's (a delta loaded over several connections is committed before its snapshot lists
+    it): left alone unless ``own`` is that snapshot (its retry, or its abandonment).
     """
     dropped = []
     unreferenced = conn.execute(
         """SELECT g.segment_id, g.stored_in FROM sitekb.segments g
            WHERE NOT EXISTS (SELECT 1 FROM sitekb.snapshot_segments ss WHERE ss.segment_id = g.segment_id)
-           ORDER BY g.stored_in IS NULL, g.segment_id""").fetchall()   # deltas first
+             AND (g.built_for IS NOT DISTINCT FROM %s
+                  OR NOT EXISTS (SELECT 1 FROM sitekb.snapshots s
+                                 WHERE s.snapshot_id = g.built_for AND s.state = 'building'))
+           ORDER BY g.stored_in IS NULL, g.segment_id""", (own,)).fetchall()   # deltas first
     for segment_id, stored_in in unreferenced:
         try:
             with conn.transaction():   # a savepoint: a busy segment is skipped, the rest still go

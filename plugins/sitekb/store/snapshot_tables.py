@@ -89,10 +89,10 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         # hash_mem_multiplier per process): with the default 4 MB they spill to disk in batches.
         conn.execute("SELECT set_config('work_mem', '64MB', true)")
         delta = base_id is not None
-        segment_id, loaded = None, 0
+        segment_id, loaded, connections = None, 0, 0
         if not delta or added:
             stored_in = segments.manifest(conn, base_id)[0].segment_id if delta else None
-            segment_id, loaded = segments.load(conn, snapshot_id=snapshot_id, site=site, run_id=run_id, model=model,
+            segment_id, loaded, connections = segments.load(conn, snapshot_id=snapshot_id, site=site, run_id=run_id, model=model,
                                                dimensions=dimensions, stored_in=stored_in)
         loaded_at = time.monotonic()
         steps.lap("load")
@@ -128,7 +128,7 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
     steps.lap("record")
     return {**counts, "steps": steps.seconds, "postings": lexemes, "base_snapshot": base_id,
             "delta_rows": loaded if delta else 0,
-            "new_tombstones": removed if delta else 0,
+            "new_tombstones": removed if delta else 0, "load_connections": connections,
             "load_seconds": round(loaded_at - started, 3), "index_seconds": round(finished - loaded_at, 3)}
 
 
@@ -145,9 +145,10 @@ class _Laps:
 
 
 def drop(conn: psycopg.Connection, snapshot_id: int) -> None:
-    """Drop what a snapshot's readers read, its manifest, and every segment no other snapshot lists."""
+    """Drop what a snapshot's readers read, its manifest, and every segment no other snapshot lists (those a
+    half-done build of this snapshot left included)."""
     segments.drop_snapshot(conn, snapshot_id)
-    segments.drop_unreferenced(conn)
+    segments.drop_unreferenced(conn, own=snapshot_id)
 
 
 # -- diff -----------------------------------------------------------------
