@@ -102,7 +102,8 @@ def validated_before(conn: psycopg.Connection, run_id: str, inputs: str) -> dict
             """SELECT d.url, p.measures, p.failures, p.dedup_signature
                FROM sitekb.documents d
                CROSS JOIN LATERAL (
-                   SELECT e.measures, e.failures, e.dedup_signature FROM sitekb.documents e JOIN sitekb.runs r ON r.run_id = e.run_id
+                   SELECT e.measures, e.failures, e.dedup_signature
+                   FROM sitekb.documents e JOIN sitekb.runs r ON r.run_id = e.run_id
                    WHERE e.site = d.site AND e.url = d.url AND e.page_hash = d.page_hash AND e.run_id <> d.run_id
                      AND e.correction_id IS NULL AND e.content_hash = d.content_hash
                      AND e.status IN ('accepted', 'quarantined') AND e.measures ->> 'validation_inputs' = %s

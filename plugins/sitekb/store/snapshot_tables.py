@@ -92,8 +92,9 @@ def build(conn: psycopg.Connection, snapshot_id: int, run_id: str, model: str, d
         segment_id, loaded, connections = None, 0, 0
         if not delta or added:
             stored_in = segments.manifest(conn, base_id)[0].segment_id if delta else None
-            segment_id, loaded, connections = segments.load(conn, snapshot_id=snapshot_id, site=site, run_id=run_id, model=model,
-                                               dimensions=dimensions, stored_in=stored_in)
+            segment_id, loaded, connections = segments.load(
+                conn, snapshot_id=snapshot_id, site=site, run_id=run_id, model=model, dimensions=dimensions,
+                stored_in=stored_in)
         loaded_at = time.monotonic()
         steps.lap("load")
         if segment_id is not None:
