@@ -271,7 +271,6 @@ def test_a_large_delta_is_appended_over_several_connections_as_one_connection_ap
     alone = _refresh_to_build(conn, "par-alone", _pages(edit=3, add=True))
     assert _build(conn, alone)["load_connections"] == 1
     assert _rows(conn, snapshots.get(conn, refreshed.snapshot_id)) == _rows(conn, snapshots.get(conn, alone.snapshot_id))
-    conn.execute("SELECT sitekb.snapshot_views(%s)", (refreshed.snapshot_id,))
     terms = lambda s: dict(conn.execute(f"SELECT lexeme, df FROM sitekb_snapshots.snap_{s}_terms"))  # noqa: E731
     assert terms(refreshed.snapshot_id) == terms(alone.snapshot_id)
 
