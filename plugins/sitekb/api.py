@@ -152,7 +152,7 @@ class _Question(_Strict):
                     "else the language detected in the question, else each language of the snapshot.")
     vector_weight: float | None = Field(
         default=None, ge=0, le=1,
-        description="Hybrid mode: the weight of the vector leg's normalised score (default 0.75; the keyword leg "
+        description="Hybrid mode: the weight of the vector leg's standardised score (default 0.85; the keyword leg "
                     "has the rest).")
 
     def ranking(self, per_page: int | None = None) -> query.Ranking:

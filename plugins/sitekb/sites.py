@@ -514,7 +514,7 @@ class SiteConfig(_Strict):
                     "comparison with the live one; 0 leaves only that comparison.",
     )
     golden_mode: Mode = Field(
-        default="vector", description="Search mode the golden questions are asked in (the API's default)."
+        default="hybrid", description="Search mode the golden questions are asked in (the API's default)."
     )
     airflow: AirflowConfig = AirflowConfig()
     keep_snapshots: int = Field(

@@ -270,11 +270,11 @@ def test_bench_keyword(database_server, tmp_path, monkeypatch):
 
     write_result("keyword", {"pydocs": quality, "latency": latency}, [
         f"pydocs dev set: {quality['pages_crawled']} pages crawled, {quality['documents']} documents, "
-        f"{quality['chunks']} chunks, {quality['postings']} postings; 60 questions, keyword mode",
+        f"{quality['chunks']} chunks, {quality['postings']} lexemes; 60 questions, keyword mode",
         line("sitekb BM25 postings", new),
         line("sitekb ts_rank_cd (before)", old),
         line("Python bm25s over the same chunks", ref),
-        f"{latency['chunks']} Zipfian chunks ({latency['postings']} postings, build load "
+        f"{latency['chunks']} Zipfian chunks ({latency['postings']} lexemes, build load "
         f"{latency['build_load_seconds']} s + index {latency['build_index_seconds']} s): keyword p50/p95 "
         f"BM25 {latency['bm25_ms']['p50']}/{latency['bm25_ms']['p95']} ms vs ts_rank_cd "
         f"{latency['ts_rank_cd_ms']['p50']}/{latency['ts_rank_cd_ms']['p95']} ms",

@@ -13,6 +13,7 @@ import re
 from collections import Counter
 
 import psycopg
+import numpy as np
 import pytest
 
 from sitekb import store
@@ -20,17 +21,18 @@ from sitekb.store import snapshots
 from tests.db.factory import Page, make_snapshot, reader_connection
 
 K1, B = 1.2, 0.75
-BOOST = {"A": 2.0, "B": 1.5, "C": 1.0, "D": 1.0}
 _ENTRY = re.compile(r"'((?:[^']|'')*)'(?::([0-9A-D,]+))?")
 
 
 def _terms(conn, tsv_text: str) -> Counter:
-    """sitekb.bm25_terms in Python: field-boosted term frequencies, dotted names also split."""
+    """sitekb.bm25_terms in Python: term counts (every field alike), words joined by hyphens by their
+    parts alone, dotted names also split."""
     tf: Counter = Counter()
     for lexeme, positions in _ENTRY.findall(tsv_text):
         lexeme = lexeme.replace("''", "'")
-        weights = [p[-1] if p[-1] in "ABCD" else "D" for p in positions.split(",")] if positions else []
-        count = max(1.0, sum(BOOST[w] for w in weights))
+        if re.fullmatch(r"[^\W\d_]+(-[^\W\d_]+)+", lexeme):
+            continue
+        count = max(1.0, len(positions.split(",")) if positions else 0)
         tf[lexeme] += count
         if re.search(r"[A-Za-z_]\.[A-Za-z_]", lexeme):
             parts = conn.execute("SELECT tsvector_to_array(to_tsvector('english', translate(%s, '.', ' ')))",
@@ -129,6 +131,28 @@ def test_an_exact_identifier_ranks_its_page_first(conn, question):
     assert rows[0][1] == "https://id.example/functools.html", rows
 
 
+CODE_PAGES = [
+    Page("https://codes.example/f1234.html", "Replacement filters",
+         ["Order SKU-1234 for the countertop unit A1-B2: the third-party cartridge fits it too."]),
+    Page("https://codes.example/f1243.html", "Replacement filters",
+         ["Order SKU-1243 for the under-sink unit; a third party sells adapters."]),
+    Page("https://codes.example/catalog.html", "Catalog",
+         ["Every SKU of the catalog, from 1000 to 1299, with third-party parts listed apart."]),
+]
+
+
+def test_a_code_keeps_matching_exactly_and_a_hyphenated_word_counts_by_its_parts(conn):
+    snap = make_snapshot(conn, "codes", CODE_PAGES, publish_as="production")
+    for question in ("Which filter is SKU-1234?", "a filter for the A1-B2"):
+        assert _keyword(conn, "codes", question)[0][1] == "https://codes.example/f1234.html", question
+    lexemes = {r[0] for r in conn.execute(f"SELECT DISTINCT lexeme FROM sitekb_snap_{snap.snapshot_id}.postings")}
+    assert {"-1234", "a1-b2", "a1", "b2", "third", "parti"} <= lexemes     # the parser's own split of codes
+    assert not lexemes & {"third-parti", "under-sink"}
+    # "third-party" and "third party" ask the same: no rare compound lifts the pages that hyphenate it.
+    hyphenated = [r[1:] for r in _keyword(conn, "codes", "third-party cartridge")]
+    assert hyphenated == [r[1:] for r in _keyword(conn, "codes", "third party cartridge")]
+
+
 def _has_postings(conn, snapshot_id: int) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL",
                         (f"sitekb_snapshots.snap_{snapshot_id}_postings",)).fetchone()[0]
@@ -157,16 +181,20 @@ def test_hybrid_fuses_the_bm25_list(conn):
     pages = _rare_word_pages()
     make_snapshot(conn, "hy", pages, publish_as="production")
     embedding = "array_fill(0.3, ARRAY[8])::vector"
-    # The vector leg as hybrid reads it: its 50 nearest, scored by cosine similarity.
+    # The two legs as hybrid reads them: one chunk a page here, so a page's scores are its chunk's.
     vector = dict(conn.execute(f"SELECT url, score FROM sitekb_api.search('hy', query_embedding => {embedding}, "
                                "k => 50)").fetchall())
+    keyword = dict(conn.execute("SELECT url, score FROM sitekb_api.search('hy', query => 'widget zephyr', "
+                                "mode => 'keyword', k => 50)").fetchall())
     hybrid = dict(conn.execute(f"SELECT url, score FROM sitekb_api.search('hy', query => 'widget zephyr', "
                                f"query_embedding => {embedding}, mode => 'hybrid', k => 20)").fetchall())
-    # BM25 ranks the rare word's page first in the keyword list (normalised 1); the vector leg's
-    # similarity is min-max normalised over its list; 0.75 and 0.25 weigh them.
+    # BM25 ranks the rare word's page first in the keyword list; each leg's scores are standardised
+    # over its pages (z-scores), then 0.85 and 0.15 weigh them.
     zephyr = "https://rare.example/zephyr.html"
-    hi, lo = max(vector.values()), min(vector.values())
-    assert hybrid[zephyr] == pytest.approx(0.75 * (vector[zephyr] - lo) / (hi - lo) + 0.25, abs=1e-6)
+    assert max(keyword, key=keyword.get) == zephyr
+    v, kw = np.array(list(vector.values())), np.array([keyword.get(u, 0.0) for u in vector])
+    expected = 0.85 * (vector[zephyr] - v.mean()) / v.std() + 0.15 * (keyword[zephyr] - kw.mean()) / kw.std()
+    assert hybrid[zephyr] == pytest.approx(expected, abs=1e-6)
 
 
 def test_retention_drops_a_snapshots_postings_with_it(conn):

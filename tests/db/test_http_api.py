@@ -69,7 +69,7 @@ def test_search_answers_with_citations_and_the_snapshot_version(kb):
                                                              "senders?", "site": "kb", "k": 3})
     assert status == 200, body
     assert (body["site"], body["alias"], body["mode"], body["snapshot_id"]) == \
-        ("kb", "production", "vector", kb["live"].snapshot_id)
+        ("kb", "production", "hybrid", kb["live"].snapshot_id)          # the default mode
     assert body["embedding_model"] == "all-MiniLM-L6-v2"
     top = body["results"][0]
     assert top["url"] == "https://kb.example/email.html" and top["title"] == "Email deliverability"
@@ -237,7 +237,7 @@ def test_api_keys_guard_the_v1_endpoints(kb, monkeypatch):
 def test_python_client(kb):
     client = sitekb.Client(kb["base"])
     result = client.search("How many points does a demo request add to a lead score?", k=3)  # the only site
-    assert result.site == "kb" and result.snapshot_id == kb["live"].snapshot_id and result.mode == "vector"
+    assert result.site == "kb" and result.snapshot_id == kb["live"].snapshot_id and result.mode == "hybrid"
     assert result[0].url == "https://kb.example/lead-scoring.html" and result[0].heading_path[0] == "Lead scoring"
     assert [p.rank for p in result] == [1, 2, 3]
     pinned = client.search("webinar", k=2, site="kb", mode="keyword", snapshot=kb["live"].snapshot_id,

@@ -138,6 +138,23 @@ def test_a_model_change_starts_a_new_base_and_older_snapshots_keep_theirs(conn):
                             "array_fill(0.3, ARRAY[16])::vector, k => 3)").fetchall()) == 3
 
 
+def test_a_snapshot_of_an_older_bm25_recipe_is_no_base_and_keeps_answering(conn):
+    old = make_snapshot(conn, "recipe", _pages(), publish_as="production")
+    keyword_before = _search(conn, "recipe", "keyword")
+    conn.execute("UPDATE sitekb.snapshots SET bm25_recipe = 1 WHERE snapshot_id = %s", (old.snapshot_id,))
+    new = make_snapshot(conn, "recipe", _pages(edit=1), publish_as="production")
+    # Its postings counted terms another way: the refresh builds a new base, recorded with today's recipe.
+    assert [s.kind for s in segments.manifest(conn, new.snapshot_id)] == ["base"]
+    assert conn.execute("SELECT bm25_recipe = sitekb.bm25_recipe() FROM sitekb.snapshots WHERE snapshot_id = %s",
+                        (new.snapshot_id,)).fetchone()[0]
+    pinned = conn.execute(f"SELECT chunk_id, round(score::numeric, 5) FROM sitekb_api.search('recipe', "
+                          f"query => 'spam bots test weeks', mode => 'keyword', snapshot_id => {old.snapshot_id}, "
+                          f"k => 20)").fetchall()
+    assert pinned == keyword_before
+    third = make_snapshot(conn, "recipe", _pages(edit=2), publish_as="production")
+    assert [s.kind for s in segments.manifest(conn, third.snapshot_id)] == ["base", "delta"]
+
+
 def test_retention_drops_a_segment_only_when_no_kept_snapshot_lists_it(conn):
     built = [make_snapshot(conn, "keep", _pages(edit=e, add=e == 3), publish_as="production") for e in range(4)]
     lists = {s.snapshot_id: {g.segment_id for g in segments.manifest(conn, s.snapshot_id)} for s in built}

@@ -1,8 +1,8 @@
 """The SQL API frontends call (schema sitekb_api), as the sitekb_reader role, on synthetic snapshots.
 
 Vectors are chosen so the right answer is known: vector mode is checked
-against exact cosine ranking computed here, hybrid against the weighted sum of
-the two lists' min-max normalised scores computed here.
+against exact cosine ranking computed here, hybrid against the page fusion of
+the two lists' standardised scores computed here.
 """
 
 from __future__ import annotations
@@ -77,31 +77,65 @@ def test_keyword_search_uses_full_text_with_stemming(corpus):
     assert _search(corpus["reader"], query="zeppelin", k=10, mode="keyword") == []
 
 
-def _relative_score_fusion(vector, keyword, weight):
-    """The documented fusion, computed here: each list min-max normalised, then weight * vector + rest * keyword."""
-    def normalised(rows):
-        scores = [r[7] for r in rows]
-        hi, lo = max(scores), min(scores)
-        return {r[2]: (r[7] - lo) / (hi - lo) if hi > lo else 1.0 for r in rows}
-    nv, nk = normalised(vector), normalised(keyword)
-    return {c: weight * nv.get(c, 0.0) + (1 - weight) * nk.get(c, 0.0) for c in nv.keys() | nk.keys()}
+def _page_fusion(vector, keyword, weight):
+    """The documented fusion, computed here: every candidate scored by both legs, a page by its best
+    similarity and its best BM25 score, each standardised (z-score) over the list's 20 best pages,
+    then weight * vector + rest * keyword; a page's passages together, its own best first."""
+    similarity = {r[2]: r[7] for r in vector}
+    relevance = {r[2]: r[7] for r in keyword}
+    url = {r[2]: r[3] for r in vector + keyword}
+    pool = similarity.keys() | relevance.keys()
+
+    def z(values):
+        top = np.array(sorted(values.values(), reverse=True)[:20])
+        mean, sd = top.mean(), top.std()
+        return lambda x: (x - mean) / sd if sd > 1e-9 else 0.0
+
+    page_sim, page_rel = {}, {}
+    for c in pool:
+        page_sim[url[c]] = max(page_sim.get(url[c], -2), similarity[c])
+        page_rel[url[c]] = max(page_rel.get(url[c], 0.0), relevance.get(c, 0.0))
+    zv, zk = z(page_sim), z(page_rel)
+    page = {u: weight * zv(page_sim[u]) + (1 - weight) * zk(page_rel[u]) for u in page_sim}
+    own = {c: weight * zv(similarity[c]) + (1 - weight) * zk(relevance.get(c, 0.0)) for c in pool}
+    order = sorted(pool, key=lambda c: (-page[url[c]], url[c], -own[c], c))
+    return order, {c: page[url[c]] for c in pool}
 
 
 @pytest.mark.parametrize("weight", [None, 0.0, 0.3, 1.0])
-def test_hybrid_is_a_weighted_sum_of_both_lists_normalised_scores(corpus, weight):
+def test_hybrid_ranks_pages_by_both_legs_standardised_scores(corpus, weight):
     query = _unit(corpus["rng"], 1)[0]
     reader = corpus["reader"]
-    vector = _search(reader, query_embedding=Vector(query), k=50, mode="vector")
+    vector = _search(reader, query_embedding=Vector(query), k=50, mode="vector")     # all 36 chunks
     keyword = _search(reader, query="pricing budget", k=50, mode="keyword")
-    fused = _relative_score_fusion(vector, keyword, 0.75 if weight is None else weight)
-    similarity = {r[2]: r[7] for r in vector}     # equal scores fall back on the vector leg, then the id
-    expected = sorted(fused, key=lambda cid: (-fused[cid], -similarity.get(cid, -2), cid))[:7]
+    assert len(vector) == 36 and 0 < len(keyword) < 36
+    order, fused = _page_fusion(vector, keyword, 0.85 if weight is None else weight)
     extra = {} if weight is None else {"vector_weight": weight}
-    hybrid = _search(reader, query="pricing budget", query_embedding=Vector(query), k=7, mode="hybrid", **extra)
-    assert [r[2] for r in hybrid] == expected
-    assert [r[7] for r in hybrid] == pytest.approx([fused[c] for c in expected])
-    if weight == 1.0:   # the vector leg alone, in its own order
-        assert [r[2] for r in hybrid] == [r[2] for r in vector[:7]]
+    hybrid = _search(reader, query="pricing budget", query_embedding=Vector(query), k=20, mode="hybrid", **extra)
+    assert [r[2] for r in hybrid] == order[:20]
+    assert [r[7] for r in hybrid] == pytest.approx([fused[c] for c in order[:20]])
+    pages = list(dict.fromkeys(r[3] for r in hybrid))
+    assert all(len({r[3] for r in hybrid[i:]} & set(pages[:pages.index(r[3])])) == 0
+               for i, r in enumerate(hybrid))                                      # a page's passages together
+    if weight == 1.0:   # the vector leg alone: its pages in its own order
+        assert pages == list(dict.fromkeys(r[3] for r in vector))[:len(pages)]
+    if weight == 0.0:   # the keyword leg alone: its pages first, by their best BM25 score
+        best = {}
+        for r in keyword:
+            best.setdefault(r[3], r[7])
+        assert set(pages[:len(best)]) == set(best)
+        assert [best[u] for u in pages[:len(best)]] == sorted(best.values(), reverse=True)
+
+
+def test_without_a_mode_both_inputs_search_hybrid_and_one_input_its_own_mode(corpus):
+    query = Vector(_unit(corpus["rng"], 1)[0])
+    reader = corpus["reader"]
+    both = {"query": "pricing budget", "query_embedding": query, "k": 10}
+    assert _search(reader, **both) == _search(reader, mode="hybrid", **both)
+    assert _search(reader, query_embedding=query, k=10) == _search(reader, query_embedding=query, k=10,
+                                                                   mode="vector")
+    assert _search(reader, query="pricing budget", k=10) == _search(reader, query="pricing budget", k=10,
+                                                                    mode="keyword")
 
 
 def test_hybrid_refuses_a_weight_outside_zero_to_one(corpus):

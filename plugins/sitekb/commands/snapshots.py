@@ -478,7 +478,7 @@ def register(sub) -> None:
     search.add_argument("--site", help="the site (may be left out when only one site has a published snapshot)")
     search.add_argument("--k", type=int, default=5, help="how many passages (1-100), or pages with --pages (1-20)")
     search.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
-                        help=f"vector, keyword (BM25 full-text) or hybrid (both scores normalised and weighed, "
+                        help=f"vector, keyword (BM25 full-text) or hybrid (pages ranked by both scores standardised and weighed, "
                              f"see --vector-weight); default {DEFAULT_MODE}")
     search.add_argument("--per-page", type=int, default=DEFAULT_PER_PAGE, metavar="N",
                         help=f"at most N passages of one page (default {DEFAULT_PER_PAGE}; 0: no limit)")
@@ -486,7 +486,7 @@ def register(sub) -> None:
                         help=f"list the top k pages instead, each with its best PASSAGES passages "
                              f"(1-5, default {DEFAULT_PAGE_PASSAGES})")
     search.add_argument("--vector-weight", type=float, metavar="W",
-                        help="hybrid: the vector leg's weight from 0 to 1 (default 0.75; the keywords have the rest)")
+                        help="hybrid: the vector leg's weight from 0 to 1 (default 0.85; the keywords have the rest)")
     search.add_argument("--query-language", metavar="LANG",
                         help="the question's language, e.g. es (default: --language, else every language of "
                              "the snapshot)")

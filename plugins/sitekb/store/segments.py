@@ -110,12 +110,14 @@ def manifest(conn: psycopg.Connection, snapshot_id: int) -> list[Segment]:
 
 
 def base_for(conn: psycopg.Connection, snapshot_id: int) -> int | None:
-    """The snapshot a new snapshot builds on: the site's newest other one with the same model and its rows."""
+    """The snapshot a new snapshot builds on: the site's newest other one with the same model, BM25 recipe and rows."""
     row = conn.execute(
         """SELECT b.snapshot_id FROM sitekb.snapshots s JOIN sitekb.snapshots b
              ON b.site = s.site AND b.embedding_model = s.embedding_model AND b.dimensions = s.dimensions
            WHERE s.snapshot_id = %s AND b.snapshot_id <> s.snapshot_id AND b.table_name IS NOT NULL
              AND b.state <> 'building' AND b.corpus_chunks IS NOT NULL
+             -- Its postings counted as a new segment's would be (sitekb.bm25_terms).
+             AND b.bm25_recipe IS NOT DISTINCT FROM sitekb.bm25_recipe()
              AND to_regclass(format('%%I.%%I', 'sitekb_snapshots', 'snap_' || b.snapshot_id || '_terms')) IS NOT NULL
              AND EXISTS (SELECT 1 FROM sitekb.snapshot_segments ss WHERE ss.snapshot_id = b.snapshot_id)
            ORDER BY b.snapshot_id DESC LIMIT 1""", (snapshot_id,)).fetchone()
@@ -406,7 +408,8 @@ def terms_on_base(conn: psycopg.Connection, snapshot_id: int, base_id: int, delt
     conn.execute(
         """UPDATE sitekb.snapshots s
            SET corpus_chunks = b.corpus_chunks - (SELECT count(*) FROM _removed) + (SELECT count(*) FROM _added),
-               corpus_length = b.corpus_length + (SELECT coalesce(sum(tf), 0) FROM _term_changes)
+               corpus_length = b.corpus_length + (SELECT coalesce(sum(tf), 0) FROM _term_changes),
+               bm25_recipe = b.bm25_recipe
            FROM sitekb.snapshots b WHERE s.snapshot_id = %s AND b.snapshot_id = %s""",
         (snapshot_id, base_id))
     return lexemes

@@ -67,6 +67,7 @@ class Snapshot:
     text_configs: list[str] | None = None      # text-search configurations of its chunks (None: english)
     corpus_chunks: int | None = None           # BM25 statistics: its chunks and the sum of their lengths
     corpus_length: float | None = None
+    bm25_recipe: int | None = None             # how its postings counted terms (sitekb.bm25_recipe)
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)

@@ -46,7 +46,8 @@ BEGIN
     -- The chunks' total length is the sum of every lexeme's frequencies: no second pass over the chunks.
     EXECUTE format(
         $q$UPDATE sitekb.snapshots s SET corpus_chunks = (SELECT count(*) FROM sitekb_snapshots.%1$I),
-                                         corpus_length = (SELECT coalesce(sum(tf), 0) FROM sitekb_snapshots.%2$I)
+                                         corpus_length = (SELECT coalesce(sum(tf), 0) FROM sitekb_snapshots.%2$I),
+                                         bm25_recipe = sitekb.bm25_recipe()
            WHERE s.snapshot_id = %3$s$q$, 'snap_' || p_snapshot_id, v_terms, p_snapshot_id);
     PERFORM sitekb.snapshot_views(p_snapshot_id);
     RETURN v_count;

@@ -16,11 +16,13 @@
 -- of query_language (or of the language filter) when the snapshot has pages in it,
 -- else with each configuration the snapshot's chunks use (sitekb.text_config: an
 -- English and a Spanish page each stem their own way; sitekb/query.py detects the
--- language of a question it is not told). Hybrid is a convex combination
--- of the two lists' scores, each min-max normalised over its 50 candidates:
--- vector_weight * vector + (1 - vector_weight) * keyword (0.75 by default; measured
--- against reciprocal rank fusion on the pydocs dev set, tests/benchmarks/
--- test_bench_retrieval.py). per_page keeps at most that many passages of one page
+-- language of a question it is not told). Hybrid (the mode when none is named and
+-- both the text and the embedding are given) ranks pages: each list's first 50
+-- candidates are scored by both legs, a page takes its best similarity and its best
+-- BM25 score, each standardised over that list's 20 best pages, and
+-- vector_weight * vector + (1 - vector_weight) * keyword (0.85 by default) orders the
+-- pages, a page's passages together (chosen by measurement on the pydocs dev set,
+-- tests/benchmarks/test_bench_retrieval.py). per_page keeps at most that many passages of one page
 -- (sitekb_api.search_pages groups them by page). Filters are
 -- optional: url_prefix, tags (any of), language (en matches en-GB),
 -- published_after / published_before (inclusive, documents with an ISO date only).
@@ -43,7 +45,7 @@ CREATE OR REPLACE FUNCTION sitekb_api.search(
     query            text    DEFAULT NULL,
     query_embedding  vector  DEFAULT NULL,
     k                integer DEFAULT 5,
-    mode             text    DEFAULT 'vector',
+    mode             text    DEFAULT NULL,
     alias            text    DEFAULT 'production',
     snapshot_id      bigint  DEFAULT NULL,
     url_prefix       text    DEFAULT NULL,
@@ -53,7 +55,7 @@ CREATE OR REPLACE FUNCTION sitekb_api.search(
     published_before date    DEFAULT NULL,
     per_page         integer DEFAULT NULL,
     query_language   text    DEFAULT NULL,
-    vector_weight    float8  DEFAULT 0.75
+    vector_weight    float8  DEFAULT 0.85
 ) RETURNS SETOF sitekb_api.passage
 -- VOLATILE: a STABLE function sees the database as of the calling statement's start,
 -- so reading the alias again after retention dropped a snapshot would find the same one.
@@ -72,14 +74,17 @@ SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
     -- Positional parameters below: the names above are for callers and would clash with columns.
-    v_mode     text    := coalesce($5, 'vector');
+    -- No mode: hybrid when both the text and the embedding are given (it measures best),
+    -- else the one mode they allow.
+    v_mode     text    := coalesce($5, CASE WHEN coalesce(btrim($2), '') = '' THEN 'vector'
+                                        WHEN $3 IS NULL THEN 'keyword' ELSE 'hybrid' END);
     v_k        integer := coalesce($4, 5);
     v_per_page integer := $13;
     -- Hybrid fuses two candidate lists this deep; the other modes rank k directly. At most
     -- per_page passages of a page need more candidates, to still find k of them.
     v_depth    integer := CASE WHEN $13 IS NOT NULL THEN greatest(50, least(500, 10 * v_k))
                                WHEN v_mode = 'hybrid' THEN greatest(v_k, 50) ELSE v_k END;
-    v_weight   float8  := coalesce($15, 0.75);
+    v_weight   float8  := coalesce($15, 0.85);
     v_configs  text[];
     v_prefer   text;
     v_prefix   text    := nullif($8, '');
@@ -225,17 +230,22 @@ BEGIN
                                      OR (t.published ~ '^\d{4}-\d{2}-\d{2}' AND left(t.published, 10) >= v_after))
                                 AND (v_before IS NULL
                                      OR (t.published ~ '^\d{4}-\d{2}-\d{2}' AND left(t.published, 10) <= v_before)))),
-                     -- The nearest chunks by cosine distance (HNSW).
+                     -- The nearest chunks by cosine distance (HNSW), numbered. Hybrid also scores
+                     -- them by cover density on a snapshot without postings (cheap on these rows).
                      nearest AS MATERIALIZED (
-                         SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags, c.published,
-                                c.embedding OPERATOR(@extschema:vector@.<=>) $3 AS distance
-                         FROM candidates c WHERE v_mode <> 'keyword'
-                         ORDER BY c.embedding OPERATOR(@extschema:vector@.<=>) $3 LIMIT v_depth),
+                         SELECT x.*, row_number() OVER (ORDER BY x.distance, x.chunk_id) AS nth
+                         FROM (SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags,
+                                      c.published, c.embedding OPERATOR(@extschema:vector@.<=>) $3 AS distance,
+                                      CASE WHEN v_mode = 'hybrid' AND NOT v_bm25
+                                           THEN ts_rank_cd(c.tsv, v_tsquery)::float8 END AS rank_cd
+                               FROM candidates c WHERE v_mode <> 'keyword'
+                               ORDER BY c.embedding OPERATOR(@extschema:vector@.<=>) $3 LIMIT v_depth) x),
                      -- BM25: the sum of the question's lexemes' weights per chunk, from each lexeme's
                      -- most important postings (each segment's index on lexeme, impact, merged).
-                     -- Unfiltered, the top v_depth are all it needs; filtered, every scored chunk
-                     -- goes to the filters (so a filter finds the chunks that are among some
-                     -- question word's 2,000 most important).
+                     -- Unfiltered keyword search needs only the top v_depth; hybrid keeps every
+                     -- scored chunk to score the vector leg's candidates by (the keyword list is its
+                     -- top v_depth), and a filtered search sends them all to the filters (so a filter
+                     -- finds the chunks that are among some question word's 2,000 most important).
                      scored AS MATERIALIZED (
                          SELECT p.chunk_id, sum(p.weight)::float8 AS relevance
                          FROM unnest(v_terms) q(lexeme)
@@ -243,67 +253,111 @@ BEGIN
                                              ORDER BY x.impact DESC, x.chunk_id LIMIT 2000) p
                          WHERE v_mode <> 'vector' AND v_bm25
                          GROUP BY p.chunk_id
-                         ORDER BY relevance DESC, p.chunk_id LIMIT CASE WHEN v_unfiltered THEN v_depth END),
+                         ORDER BY CASE WHEN v_unfiltered AND v_mode = 'keyword' THEN sum(p.weight) END DESC,
+                                  p.chunk_id
+                         LIMIT CASE WHEN v_unfiltered AND v_mode = 'keyword' THEN v_depth END),
                      matching AS MATERIALIZED (
-                         SELECT * FROM (
+                         SELECT u.*, row_number() OVER (ORDER BY u.relevance DESC, u.chunk_id) AS nth
+                         FROM (
                              SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags,
                                     c.published,
                                     s.relevance * CASE WHEN v_prefer IS NULL
                                                          OR sitekb.text_config(c.language)::text = v_prefer
-                                                       THEN 1 ELSE 0.5 END AS relevance
-                             FROM scored s JOIN candidates c ON c.chunk_id = s.chunk_id
+                                                       THEN 1 ELSE 0.5 END AS relevance,
+                                    CASE WHEN v_mode = 'hybrid'
+                                         THEN c.embedding OPERATOR(@extschema:vector@.<=>) $3 END AS distance
+                             FROM (SELECT * FROM scored ORDER BY relevance DESC, chunk_id
+                                   LIMIT CASE WHEN v_unfiltered THEN v_depth END) s
+                             JOIN candidates c ON c.chunk_id = s.chunk_id
                              UNION ALL
                              -- A snapshot without postings: full-text matches by cover density (GIN;
                              -- title A, headings B, text C), the ranking before BM25.
                              (SELECT c.chunk_id, c.url, c.title, c.heading_path, c.content, c.language, c.tags,
-                                     c.published, ts_rank_cd(c.tsv, v_tsquery)::float8 AS relevance
+                                     c.published, ts_rank_cd(c.tsv, v_tsquery)::float8 AS relevance,
+                                     CASE WHEN v_mode = 'hybrid'
+                                          THEN c.embedding OPERATOR(@extschema:vector@.<=>) $3 END AS distance
                               FROM candidates c WHERE v_mode <> 'vector' AND NOT v_bm25 AND c.tsv @@ v_tsquery
-                              ORDER BY relevance DESC, c.chunk_id LIMIT v_depth)) u
-                         ORDER BY u.relevance DESC, u.chunk_id LIMIT v_depth),
-                     fused AS (
+                              ORDER BY relevance DESC, c.chunk_id LIMIT v_depth)
+                             ORDER BY relevance DESC, chunk_id LIMIT v_depth) u),
+                     -- Every candidate of either list, scored by both: a keyword candidate's cosine
+                     -- similarity from its embedding, a vector candidate's BM25 from the scored
+                     -- postings (0 when none of its words are among them). Hybrid fuses each list's
+                     -- first 50 ("fusing"); deeper candidates (k or per_page asking for more) are
+                     -- appended after them.
+                     pool AS MATERIALIZED (
                          SELECT coalesce(n.chunk_id, m.chunk_id) AS chunk_id, coalesce(n.url, m.url) AS url,
                                 coalesce(n.title, m.title) AS title,
                                 coalesce(n.heading_path, m.heading_path) AS heading_path,
                                 coalesce(n.content, m.content) AS content, coalesce(n.language, m.language) AS language,
                                 coalesce(n.tags, m.tags) AS tags, coalesce(n.published, m.published) AS published,
+                                1 - coalesce(n.distance, m.distance) AS similarity,
+                                coalesce(m.relevance,
+                                         CASE WHEN v_mode = 'hybrid' THEN coalesce(
+                                             n.rank_cd,
+                                             s.relevance
+                                             * CASE WHEN v_prefer IS NULL
+                                                      OR sitekb.text_config(n.language)::text = v_prefer
+                                                    THEN 1 ELSE 0.5 END,
+                                             0) END) AS relevance,
+                                coalesce(n.nth <= 50, false) OR coalesce(m.nth <= 50, false) AS fusing
+                         FROM nearest n FULL JOIN matching m ON m.chunk_id = n.chunk_id
+                         LEFT JOIN (SELECT * FROM scored WHERE v_mode = 'hybrid') s ON s.chunk_id = n.chunk_id),
+                     -- Hybrid ranks pages: a page's similarity is its most similar fusing passage's, its
+                     -- keyword score its best BM25 passage's (often another passage of the same page),
+                     -- each standardised over the 20 best pages of that list (z-scores: minus their
+                     -- mean, over their standard deviation), then weighted:
+                     -- vector_weight * similarity + (1 - vector_weight) * keyword.
+                     page_legs AS MATERIALIZED (
+                         SELECT p.url, max(p.similarity) AS similarity, max(p.relevance) AS relevance
+                         FROM pool p WHERE v_mode = 'hybrid' AND p.fusing GROUP BY p.url),
+                     spread AS (
+                         SELECT v.mean AS v_mean, v.sd AS v_sd, w.mean AS k_mean, w.sd AS k_sd
+                         FROM (SELECT avg(a.x) AS mean, stddev_pop(a.x) AS sd
+                               FROM (SELECT l.similarity AS x FROM page_legs l
+                                     ORDER BY l.similarity DESC LIMIT 20) a) v
+                         CROSS JOIN (SELECT avg(a.x) AS mean, stddev_pop(a.x) AS sd
+                                     FROM (SELECT l.relevance AS x FROM page_legs l
+                                           ORDER BY l.relevance DESC LIMIT 20) a) w),
+                     standardised AS (
+                         SELECT p.*,
+                                v_weight * CASE WHEN d.v_sd > 1e-9 THEN (p.similarity - d.v_mean) / d.v_sd ELSE 0 END
+                                + (1 - v_weight) * CASE WHEN d.k_sd > 1e-9 THEN (p.relevance - d.k_mean) / d.k_sd
+                                                        ELSE 0 END AS page_score,
+                                d.*
+                         FROM page_legs p CROSS JOIN spread d),
+                     fused AS (
+                         SELECT p.chunk_id, p.url, p.title, p.heading_path, p.content, p.language, p.tags, p.published,
                                 CASE v_mode
-                                    WHEN 'vector' THEN 1 - n.distance
-                                    WHEN 'keyword' THEN m.relevance
-                                    -- Each list's scores min-max normalised over its first 50 candidates
-                                    -- (1 the best, 0 the 50th or last; deeper ones and a chunk missing
-                                    -- from a list score 0 there, so asking for more than 50 passages
-                                    -- only appends), then weighted: Weaviate's relative score fusion, the
-                                    -- convex combination Bruch et al. (2023) found to beat reciprocal rank fusion.
-                                    ELSE v_weight * coalesce(n.normalised, 0) + (1 - v_weight) * coalesce(m.normalised, 0)
+                                    WHEN 'vector' THEN p.similarity
+                                    WHEN 'keyword' THEN p.relevance
+                                    WHEN 'hybrid' THEN CASE
+                                        WHEN p.fusing THEN g.page_score
+                                        -- A deeper candidate: after every fused page, by similarity.
+                                        ELSE (SELECT min(x.page_score) FROM standardised x) - 2 + p.similarity
+                                    END
                                 END AS score,
-                                -- Equal scores (hybrid's appended candidates) fall back on the vector leg.
-                                coalesce(1 - n.distance, -2) AS tiebreak
-                         FROM (SELECT x.*, greatest(0, coalesce((x.last - x.distance) / nullif(x.last - x.best, 0), 1))
-                                              AS normalised
-                               FROM (SELECT *, min(distance) OVER () AS best,
-                                            coalesce(nth_value(distance, 50) OVER w, max(distance) OVER ()) AS last
-                                     FROM nearest
-                                     WINDOW w AS (ORDER BY distance, chunk_id
-                                                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) x) n
-                         FULL JOIN (SELECT x.*, greatest(0, coalesce((x.relevance - x.last) / nullif(x.best - x.last, 0), 1))
-                                              AS normalised
-                                    FROM (SELECT *, max(relevance) OVER () AS best,
-                                                 coalesce(nth_value(relevance, 50) OVER w, min(relevance) OVER ()) AS last
-                                          FROM matching
-                                          WINDOW w AS (ORDER BY relevance DESC, chunk_id
-                                                       ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) x) m
-                           ON m.chunk_id = n.chunk_id),
+                                -- Hybrid keeps a page's passages together (the page's score), its own best
+                                -- first: the same z-scores for the passage itself. Equal scores otherwise
+                                -- fall back on the vector leg.
+                                CASE WHEN v_mode = 'hybrid' AND p.fusing THEN p.url END AS page,
+                                CASE WHEN v_mode = 'hybrid' AND p.fusing
+                                     THEN v_weight * CASE WHEN g.v_sd > 1e-9 THEN (p.similarity - g.v_mean) / g.v_sd
+                                                          ELSE 0 END
+                                          + (1 - v_weight) * CASE WHEN g.k_sd > 1e-9
+                                                                  THEN (p.relevance - g.k_mean) / g.k_sd ELSE 0 END
+                                     ELSE coalesce(p.similarity, -2) END AS tiebreak
+                         FROM pool p LEFT JOIN standardised g ON g.url = p.url AND p.fusing),
                      -- At most per_page passages of a page, its best ones.
                      ranked AS (
-                         SELECT f.*, row_number() OVER (PARTITION BY f.url ORDER BY f.score DESC, f.tiebreak DESC,
+                         SELECT f.*, row_number() OVER (PARTITION BY f.url ORDER BY f.score DESC, f.page, f.tiebreak DESC,
                                                                                     f.chunk_id) AS nth
                          FROM fused f)
-                SELECT v_id, (row_number() OVER (ORDER BY r.score DESC, r.tiebreak DESC, r.chunk_id))::integer,
+                SELECT v_id, (row_number() OVER (ORDER BY r.score DESC, r.page, r.tiebreak DESC, r.chunk_id))::integer,
                        r.chunk_id, r.url,
                        r.title, r.heading_path, r.content, r.score, r.language, r.tags, r.published
                 FROM ranked r
                 WHERE v_per_page IS NULL OR r.nth <= v_per_page
-                ORDER BY r.score DESC, r.tiebreak DESC, r.chunk_id LIMIT v_k;
+                ORDER BY r.score DESC, r.page, r.tiebreak DESC, r.chunk_id LIMIT v_k;
             RETURN;
         EXCEPTION
             WHEN SQLSTATE 'SKB01' OR undefined_table THEN

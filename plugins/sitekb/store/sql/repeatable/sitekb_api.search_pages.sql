@@ -13,7 +13,7 @@ CREATE OR REPLACE FUNCTION sitekb_api.search_pages(
     query            text    DEFAULT NULL,
     query_embedding  vector  DEFAULT NULL,
     k                integer DEFAULT 5,
-    mode             text    DEFAULT 'vector',
+    mode             text    DEFAULT NULL,
     alias            text    DEFAULT 'production',
     snapshot_id      bigint  DEFAULT NULL,
     url_prefix       text    DEFAULT NULL,
@@ -23,7 +23,7 @@ CREATE OR REPLACE FUNCTION sitekb_api.search_pages(
     published_before date    DEFAULT NULL,
     passages         integer DEFAULT 3,
     query_language   text    DEFAULT NULL,
-    vector_weight    float8  DEFAULT 0.75
+    vector_weight    float8  DEFAULT 0.85
 ) RETURNS SETOF sitekb_api.page
 -- VOLATILE like sitekb_api.search (it reads an alias again after retention moved it).
 -- Definer's rights and a fixed search path like every function of sitekb_api, though
