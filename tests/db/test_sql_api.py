@@ -127,6 +127,14 @@ def test_hybrid_ranks_pages_by_both_legs_standardised_scores(corpus, weight):
         assert [best[u] for u in pages[:len(best)]] == sorted(best.values(), reverse=True)
 
 
+def test_hybrid_with_no_keyword_match_ranks_the_vector_legs_pages(corpus):
+    query = Vector(_unit(corpus["rng"], 1)[0])
+    reader = corpus["reader"]
+    vector = _search(reader, query_embedding=query, k=50, mode="vector")
+    hybrid = _search(reader, query="zeppelin", query_embedding=query, k=12, mode="hybrid", per_page=1)
+    assert [r[3] for r in hybrid] == list(dict.fromkeys(r[3] for r in vector))[:12]
+
+
 def test_without_a_mode_both_inputs_search_hybrid_and_one_input_its_own_mode(corpus):
     query = Vector(_unit(corpus["rng"], 1)[0])
     reader = corpus["reader"]
