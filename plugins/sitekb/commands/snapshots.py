@@ -478,8 +478,8 @@ def register(sub) -> None:
     search.add_argument("--site", help="the site (may be left out when only one site has a published snapshot)")
     search.add_argument("--k", type=int, default=5, help="how many passages (1-100), or pages with --pages (1-20)")
     search.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
-                        help=f"vector, keyword (BM25 full-text) or hybrid (pages ranked by both scores standardised and weighed, "
-                             f"see --vector-weight); default {DEFAULT_MODE}")
+                        help=f"vector, keyword (BM25 full-text) or hybrid (pages ranked by both scores, standardised "
+                             f"and weighed, see --vector-weight); default {DEFAULT_MODE}")
     search.add_argument("--per-page", type=int, default=DEFAULT_PER_PAGE, metavar="N",
                         help=f"at most N passages of one page (default {DEFAULT_PER_PAGE}; 0: no limit)")
     search.add_argument("--pages", type=int, nargs="?", const=DEFAULT_PAGE_PASSAGES, metavar="PASSAGES",

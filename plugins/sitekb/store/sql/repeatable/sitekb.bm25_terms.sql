@@ -4,8 +4,8 @@
 -- Plain BM25 term counts: a lexeme's positions, whichever field they came from
 -- (sitekb.fulltext_vector's title, heading path and text). Field boosts (title 2,
 -- headings 1.5, recipe 1) lifted concept questions and cost exact and how-to ones more
--- on the pydocs dev set (MRR@10 0.526 with them, 0.540 without, a plain Python BM25
--- 0.534). A word joined by hyphens ("third-party", "built-in", "read-only") counts by
+-- on the pydocs dev set (MRR@10 0.528 with them, 0.539 without, a plain Python BM25
+-- 0.533-0.534, tests/benchmarks/test_bench_keyword.py). A word joined by hyphens ("third-party", "built-in", "read-only") counts by
 -- its parts alone, which the english parser emits too: the compound, rare, would
 -- otherwise count as a third word and lift any page naming it. A compound with a
 -- digit ("a1-b2") is a code and stays, with its parts ("SKU-1234" the parser reads as
