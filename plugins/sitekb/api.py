@@ -72,8 +72,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from sitekb import __version__, explain as explaining, query, store
 from sitekb.errors import ConfigError, EmbeddingUnavailable, NotFound, TransientError
-from sitekb.passages import (DEFAULT_ALIAS, DEFAULT_MODE, DEFAULT_PAGE_PASSAGES, DEFAULT_PER_PAGE, MAX_K,
-                             MAX_PAGE_PASSAGES, MAX_PAGES, MAX_QUERY_CHARS, Mode, Page, Passage)
+from sitekb.passages import (DEFAULT_ALIAS, DEFAULT_MODE, DEFAULT_PAGE_PASSAGES, DEFAULT_PER_PAGE,
+                             DEFAULT_VECTOR_WEIGHT, MAX_K, MAX_PAGE_PASSAGES, MAX_PAGES, MAX_QUERY_CHARS, Mode, Page,
+                             Passage)
 from sitekb.redaction import redact
 from sitekb.settings import Settings
 from sitekb.store.schema import latest_version
@@ -152,8 +153,8 @@ class _Question(_Strict):
                     "else the language detected in the question, else each language of the snapshot.")
     vector_weight: float | None = Field(
         default=None, ge=0, le=1,
-        description="Hybrid mode: the weight of the vector leg's standardised score (default 0.85; the keyword leg "
-                    "has the rest).")
+        description=f"Hybrid mode: the weight of the vector leg's standardised score (default {DEFAULT_VECTOR_WEIGHT}; "
+                    "the keyword leg has the rest).")
 
     def ranking(self, per_page: int | None = None) -> query.Ranking:
         return query.Ranking(per_page=per_page, vector_weight=self.vector_weight, query_language=self.query_language)

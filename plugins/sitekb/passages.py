@@ -22,8 +22,8 @@ DEFAULT_MODE: Mode = "hybrid"
 DEFAULT_ALIAS = "production"
 MAX_K = 100
 MAX_QUERY_CHARS = 2000
-# Hybrid: the weight of the vector leg's standardised score (the keyword leg has the rest),
-# sitekb_api.search's own default.
+# Hybrid: the weight of the vector leg's standardised score (the keyword leg has the rest).
+# sitekb_api.search spells the same default (tests/unit/test_house.py holds them equal).
 DEFAULT_VECTOR_WEIGHT = 0.85
 # The HTTP API, the client and the CLI return at most this many passages of one page unless
 # asked otherwise, so an answer cites several pages instead of one page three times (the SQL

@@ -21,7 +21,7 @@ import textwrap
 from pathlib import Path
 
 from sitekb import stages
-from sitekb.passages import DEFAULT_ALIAS, MODES
+from sitekb.passages import DEFAULT_ALIAS, DEFAULT_VECTOR_WEIGHT, MODES
 from sitekb.store import schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,6 +144,10 @@ def test_modes_and_the_default_alias_are_defined_once_and_the_sql_api_agrees():
     assert f"alias            text    DEFAULT '{DEFAULT_ALIAS}'" in search
     assert f"alias text DEFAULT '{DEFAULT_ALIAS}'" in resolve
     assert "IN (" + ", ".join(f"'{m}'" for m in MODES) + ")" in search
+    pages = next(s.text for s in schema.repeatables() if s.name == "sitekb_api.search_pages")
+    for text in (search, pages):
+        assert f"vector_weight    float8  DEFAULT {DEFAULT_VECTOR_WEIGHT}" in text
+    assert f"coalesce($15, {DEFAULT_VECTOR_WEIGHT})" in search
     literal = re.compile(rf"[\"']{DEFAULT_ALIAS}[\"']")
     spelled = {str(p.relative_to(REPO)) for p in [*SOURCES, *(REPO / "dags").glob("*.py")]
                if literal.search(p.read_text(encoding="utf-8"))}

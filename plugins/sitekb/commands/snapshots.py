@@ -36,7 +36,8 @@ from sitekb.commands import print_json as _print_json
 from sitekb.commands import print_table
 from sitekb.errors import ConfigError, DatabaseUnavailable
 from sitekb.store.audit import ACTIONS as AUDIT_ACTIONS
-from sitekb.passages import DEFAULT_ALIAS, DEFAULT_MODE, DEFAULT_PAGE_PASSAGES, DEFAULT_PER_PAGE, MODES
+from sitekb.passages import (DEFAULT_ALIAS, DEFAULT_MODE, DEFAULT_PAGE_PASSAGES, DEFAULT_PER_PAGE,
+                             DEFAULT_VECTOR_WEIGHT, MODES)
 from sitekb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -486,7 +487,8 @@ def register(sub) -> None:
                         help=f"list the top k pages instead, each with its best PASSAGES passages "
                              f"(1-5, default {DEFAULT_PAGE_PASSAGES})")
     search.add_argument("--vector-weight", type=float, metavar="W",
-                        help="hybrid: the vector leg's weight from 0 to 1 (default 0.85; the keywords have the rest)")
+                        help=f"hybrid: the vector leg's weight from 0 to 1 (default {DEFAULT_VECTOR_WEIGHT}; "
+                             "the keywords have the rest)")
     search.add_argument("--query-language", metavar="LANG",
                         help="the question's language, e.g. es (default: --language, else every language of "
                              "the snapshot)")
